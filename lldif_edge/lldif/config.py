@@ -1,0 +1,67 @@
+"""Model configuration: a dataclass serialised to JSON beside the weights. Presets are data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lldif_edge.data import FER_CLASSES
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "base"
+    classes: list[str] = field(default_factory=lambda: list(FER_CLASSES))
+    # Input spec: a square face crop, uint8 -> [0,1]; grayscale faces are replicated to `in_chans` channels.
+    input_size: int = 48
+    in_chans: int = 3
+    grayscale: bool = True
+    prior: bool = True  # False: the ablation, LLformer without the EPD
+    # LLformer: conv stem stages (channels, residual blocks at that stage), then transformer blocks.
+    # Sized for a 2-core CPU without AVX-512: about 45 M multiply-accumulates per face at inference.
+    stem_channels: tuple[int, ...] = (16, 32, 64)
+    stem_blocks: tuple[int, ...] = (0, 1, 1)
+    embed_dim: int = 96
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    # Prior: LA-CLIP, PNET, condition encoder, denoiser.
+    clip_dim: int = 64
+    epd_dim: int = 64
+    encoder_channels: tuple[int, ...] = (16, 32, 64)
+    cond_dim: int = 64
+    denoiser_hidden: int = 128
+    # Diffusion: linear beta schedule over T training steps; the reference sampler takes S DDIM steps.
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sample_steps: int = 20
+    noise_seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) and k != "classes" else v) for k, v in d.items() if k in known}
+        return cls(**kw)
+
+
+PRESETS: dict[str, dict] = {
+    "base": {},
+    "tiny": dict(
+        stem_channels=(8, 16, 24), stem_blocks=(0, 1, 0), embed_dim=32, depth=1, heads=2, mlp_ratio=2.0,
+        clip_dim=16, epd_dim=16, encoder_channels=(8, 12, 16), cond_dim=16, denoiser_hidden=32,
+        timesteps=100, sample_steps=8,
+    ),
+}
+
+
+def preset_config(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        from lldif_edge.errors import LldifError
+
+        raise LldifError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return ModelConfig(preset=name, **{**PRESETS[name], **overrides})
