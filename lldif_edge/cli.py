@@ -142,51 +142,91 @@ def darken(
 
 
 # ---------------------------------------------------------------- evaluation
+def _load_eval_images(data: Path, classes: list[str], size: int, channels: int, exclude: Path | None,
+                      darken_data: bool, seed: int):
+    from lldif_edge.data import drop_duplicates, load_folder
+    from lldif_edge.lowlight import darken_many
+
+    ds = load_folder(data, classes, size, channels)
+    dropped = None
+    if exclude:
+        ds, dropped = drop_duplicates(ds, load_folder(exclude, classes, size, channels))
+    return ds, (darken_many(ds.images, seed) if darken_data else ds.images), dropped
+
+
+def _package_logits(pipe, images, batch: int = 256):
+    import numpy as np
+
+    return np.concatenate([pipe.logits(pipe.preprocess(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
 @app.command("eval")
 def evaluate(
     data: Path = typer.Option(..., help="Folder <root>/<class>/*.jpg"),
     model: Path | None = typer.Option(None, help="Checkpoint (.safetensors or run folder); default: embedded"),
+    package: Path | None = typer.Option(None, help="Evaluate an exported package instead of a checkpoint"),
+    backend: str = typer.Option("onnxruntime", help="Runtime backend for --package"),
+    device: str | None = typer.Option(None, help="Backend device (cpu, cuda, GPU, ...)"),
+    compare: bool = typer.Option(False, help="With --package: top-1 agreement with the torch checkpoint"),
     darken_data: bool = typer.Option(False, "--darken", help="Darken the images first (fixed --seed)"),
     seed: int = typer.Option(0, help="Seed of --darken"),
-    steps: int | None = typer.Option(None, help="Sampler steps (default: the model's)"),
-    tta: bool = typer.Option(False, help="Average with the horizontally flipped face"),
+    steps: int | None = typer.Option(None, help="Sampler steps of a checkpoint (default: the model's)"),
+    tta: bool = typer.Option(False, help="Checkpoint only: average with the horizontally flipped face"),
     exclude: Path | None = typer.Option(None, help="Training folder: drop byte-identical images from --data"),
-    confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: beside nothing, skipped)"),
+    confusion: Path | None = typer.Option(None, help="Write the confusion matrix as PNG here"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
-    """Accuracy, per-class recall and macro-F1 of a checkpoint on a labelled folder."""
-    import numpy as np
-
-    from lldif_edge.data import drop_duplicates, load_folder
-    from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
-    from lldif_edge.lldif.model import count_macs, inference_parameters
-    from lldif_edge.lldif.train import predict_logits
-    from lldif_edge.lowlight import darken_many
+    """Accuracy, per-class recall and macro-F1 of a checkpoint or a package on a labelled folder."""
     from lldif_edge.metrics import classification_report, write_confusion_png
 
-    net, meta = load_checkpoint(model)
-    cfg = net.cfg
-    if steps:
-        cfg.sample_steps = steps
-    channels = 1 if cfg.grayscale else 3
-    ds = load_folder(data, cfg.classes, cfg.input_size, channels)
-    dropped = None
-    if exclude:
-        ds, dropped = drop_duplicates(ds, load_folder(exclude, cfg.classes, cfg.input_size, channels))
-    images = darken_many(ds.images, seed) if darken_data else ds.images
-    preds = predict_logits(net, images, tta=tta).argmax(-1)
-    report = classification_report(ds.labels, preds, cfg.classes)
-    report.update(model=str(resolve_checkpoint(model)), data=str(data), darkened=darken_data, seed=seed,
-                  sample_steps=cfg.sample_steps, tta=tta, duplicates_dropped=dropped,
-                  parameters=inference_parameters(net), mmacs_per_face=round(count_macs(net) / 1e6, 1))
+    extra: dict = {}
+    if package is not None or model is None and _torch_missing():
+        from lldif_edge.runtimes import load_pipeline
+
+        pipe = load_pipeline(package, backend=backend, device=device)
+        classes = pipe.classes
+        ds, images, dropped = _load_eval_images(data, classes, pipe.input_size, 1 if pipe.grayscale else 3,
+                                                exclude, darken_data, seed)
+        logits = _package_logits(pipe, images)
+        source = str(pipe.root)
+        extra.update(backend=pipe.describe(), graphs={k: v["precision"] for k, v in pipe.manifest["graphs"].items()})
+        if compare:
+            from lldif_edge.lldif.reference import reference_logits
+
+            ref = reference_logits(model or pipe.manifest["model"]["checkpoint"], images)
+            extra["agreement_with_torch"] = float((ref.argmax(-1) == logits.argmax(-1)).mean())
+            extra["max_abs_logit_diff_vs_torch"] = float(abs(ref - logits).max())
+    else:
+        from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
+        from lldif_edge.lldif.model import count_macs, inference_parameters
+        from lldif_edge.lldif.train import predict_logits
+
+        net, _ = load_checkpoint(model)
+        cfg = net.cfg
+        if steps:
+            cfg.sample_steps = steps
+        classes = cfg.classes
+        ds, images, dropped = _load_eval_images(data, classes, cfg.input_size, 1 if cfg.grayscale else 3, exclude,
+                                                darken_data, seed)
+        logits = predict_logits(net, images, tta=tta)
+        source = str(resolve_checkpoint(model))
+        extra.update(sample_steps=cfg.sample_steps if cfg.prior else None, tta=tta,
+                     parameters=inference_parameters(net), mmacs_per_face=round(count_macs(net) / 1e6, 1))
+    report = classification_report(ds.labels, logits.argmax(-1), classes)
+    report.update(model=source, data=str(data), darkened=darken_data, seed=seed, duplicates_dropped=dropped, **extra)
     if confusion:
-        write_confusion_png(report["confusion"], cfg.classes, confusion,
-                            f"{Path(report['model']).name} on {data.name}: acc {report['accuracy']:.4f}")
+        write_confusion_png(report["confusion"], classes, confusion,
+                            f"{Path(source).name} on {data.name}: acc {report['accuracy']:.4f}")
     if as_json:
         print(json.dumps(report))
         return
     _print_report(report)
-    del np
+
+
+def _torch_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is None
 
 
 def _print_report(report: dict) -> None:
@@ -197,15 +237,97 @@ def _print_report(report: dict) -> None:
     for name, m in report["per_class"].items():
         table.add_row(name, f"{m['recall']:.3f}", f"{m['precision']:.3f}", str(m["support"]))
     Console().print(table)
-    extra = {k: report[k] for k in ("parameters", "mmacs_per_face", "sample_steps") if k in report}
+    keys = ("parameters", "mmacs_per_face", "sample_steps", "backend", "agreement_with_torch", "duplicates_dropped")
+    extra = {k: report[k] for k in keys if report.get(k) is not None}
     Console().print("  ".join(f"{k}: {v}" for k, v in extra.items()))
+
+
+# ---------------------------------------------------------------- export and benchmark
+@app.command()
+def export(
+    model: Path | None = typer.Option(None, help="Checkpoint; default: the embedded default model"),
+    out: Path = typer.Option(Path("lldif-package"), help="Package folder to write"),
+    steps: int | None = typer.Option(None, help="Sampler steps K (default: the checkpoint's)"),
+    opset: int = typer.Option(17, help="ONNX opset"),
+    fused: bool = typer.Option(False, help="Also write fused.onnx (everything in one graph)"),
+    force: bool = typer.Option(False, help="Replace a non-empty --out"),
+    verify_data: Path | None = typer.Option(None, help="Labelled folder of real faces for the parity check "
+                                                           "(default: generated faces)"),
+) -> None:
+    """Export a checkpoint into a verified model package of ONNX sub-graphs."""
+    from lldif_edge.export.onnx_export import export_package
+
+    manifest = export_package(model, out, steps=steps, opset=opset, fused=fused, force=force,
+                              verify_data=verify_data)
+    v = manifest["verification"]
+    console.print(f"wrote {out}: " + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))
+    console.print(f"verified on {v['source']}: max |logit diff| {v['sub-graphs']['max_abs_logit_diff']:.1e}, "
+                  f"top-1 agreement {v['sub-graphs']['top1_agreement']:.4f}; OpenVINO reads it: {v['openvino_reads']}")
+
+
+@app.command()
+def bench(
+    package: Path | None = typer.Option(None, help="Package folder; default: the embedded default"),
+    backend: str = typer.Option("onnxruntime", help="Runtime backend"),
+    device: str | None = typer.Option(None, help="Backend device"),
+    threads: int = typer.Option(1, help="Intra-op threads (latency is measured per face at batch 1)"),
+    batch: int = typer.Option(32, help="Batch size of the throughput run"),
+    runs: int = typer.Option(200, help="Timed batch-1 runs after warm-up"),
+    reference: bool | None = typer.Option(None, help="Time the torch S-step teacher too "
+                                                     "(default: when torch and the checkpoint are here)"),
+    model: Path | None = typer.Option(None, help="Reference checkpoint (default: the one in the manifest)"),
+    teacher_steps: int | None = typer.Option(None, help="Reference sampler steps (default: the teacher's S)"),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
+) -> None:
+    """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
+    from lldif_edge.bench import bench_pipeline
+    from lldif_edge.lowlight import darken_many
+    from lldif_edge.runtimes import load_pipeline
+    from lldif_edge.synthetic import synthetic_faces
+
+    pipe = load_pipeline(package, backend=backend, device=device, threads=threads)
+    faces = darken_many(synthetic_faces(64, pipe.input_size, seed=1)[0], seed=1)
+    results = {"package": str(pipe.root), "threads": threads,
+               "graphs": {k: v["precision"] for k, v in pipe.manifest["graphs"].items()},
+               "runners": {f"{backend}": bench_pipeline(pipe, faces, batch, runs=runs)}}
+    ckpt = model or pipe.manifest["model"]["checkpoint"]
+    if reference is None:
+        reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
+    if reference:
+        from lldif_edge.lldif.reference import bench_reference
+
+        steps = teacher_steps or (pipe.manifest.get("sampler") or {}).get("teacher_steps")
+        results["runners"]["torch"] = bench_reference(ckpt, faces, steps, batch, threads, runs=max(20, runs // 2))
+        ratio = (results["runners"]["torch"]["latency_ms"]["end_to_end"]["p50"]
+                 / results["runners"][backend]["latency_ms"]["end_to_end"]["p50"])
+        results["speedup_vs_torch_p50"] = ratio
+    if as_json:
+        print(json.dumps(results))
+        return
+    _print_bench(results)
+
+
+def _print_bench(results: dict) -> None:
+    out = Console()
+    table = Table(title=f"{results['package']}  ({results['threads']} thread(s); latency per face, batch 1, ms)")
+    for col in ("runner", "stage", "p50", "p90", "p99", "throughput (faces/s)"):
+        table.add_column(col, justify="left" if col in ("runner", "stage") else "right")
+    for name, r in results["runners"].items():
+        for stage, lat in r["latency_ms"].items():
+            fps = f"{r['throughput_fps']:.0f} @ batch {r['batch']}" if stage == "end_to_end" else ""
+            table.add_row(name, stage, f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", fps)
+    out.print(table)
+    for name, r in results["runners"].items():
+        out.print(f"{name}: {r['describe']}")
+    if "speedup_vs_torch_p50" in results:
+        out.print(f"speed-up vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x")
 
 
 def main() -> None:
     try:
         app()
     except LldifError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)  # one line, never wrapped
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

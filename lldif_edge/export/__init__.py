@@ -1,0 +1,1 @@
+"""Export: a checkpoint -> a verified model package of ONNX sub-graphs (DESIGN section 3). Needs torch."""

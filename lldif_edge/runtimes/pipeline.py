@@ -1,0 +1,106 @@
+"""Composes the package's sub-graphs (cond -> denoiser -> llformer) on one backend. No torch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lldif_edge.data import to_model_pixels
+from lldif_edge.errors import LldifError
+from lldif_edge.package import load_manifest
+from lldif_edge.runtimes.registry import get_backend
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Pipeline:
+    """A loaded model package. `predict` is thread-safe (backends' `run` are; no mutable state here)."""
+
+    def __init__(self, package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
+                 threads: int | None = None, fused: bool = False, **backend_options):
+        self.root, self.manifest = load_manifest(package)
+        m = self.manifest
+        self.classes: list[str] = list(m["classes"])
+        spec = m["input"]
+        self.input_size: int = int(spec["size"])
+        self.channels: int = int(spec["channels"])
+        self.grayscale: bool = spec["color"] == "gray"
+        self.scale = np.float32(spec.get("scale", 1 / 255))
+        self.mean = np.asarray(spec.get("mean", [0.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(spec.get("std", [1.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
+        order = m.get("pipeline_fused") if fused else m["pipeline"]
+        if not order:
+            raise LldifError(f"package {self.root} has no fused graph (export it with --fused)")
+        backend_cls = get_backend(backend)
+        self.backend_name = backend
+        self.stages = [
+            (name, backend_cls(self.root / m["graphs"][name]["file"], device=device, threads=threads,
+                               **backend_options))
+            for name in order
+        ]
+        # Constant inputs the graphs take besides the image (the sampler's fixed start noise).
+        self.constants: dict[str, np.ndarray] = {}
+        if m.get("sampler"):
+            self.constants["start_noise"] = np.asarray(m["sampler"]["start_noise"], np.float32).reshape(1, -1)
+
+    # --- preprocessing -------------------------------------------------------------------------
+    def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 face crops, each (H,W) grey or (H,W,3) RGB, any size -> float32 NCHW model input."""
+        # A single array is one face when it is (H,W) or (H,W,3); (N,H,W) and (N,H,W,C) are batches.
+        if isinstance(faces, np.ndarray) and (faces.ndim == 2 or (faces.ndim == 3 and faces.shape[-1] == 3)):
+            faces = [faces]
+        if len(faces) == 0:
+            raise LldifError("predict() got an empty batch of faces")
+        c = 1 if self.grayscale else 3
+        pix = []
+        for i, f in enumerate(faces):
+            f = np.asarray(f)
+            if f.dtype != np.uint8 or f.ndim not in (2, 3) or (f.ndim == 3 and f.shape[-1] not in (1, 3)):
+                raise LldifError(f"face {i}: expected a uint8 (H,W) or (H,W,3) image, got {f.dtype} {f.shape}")
+            if f.ndim == 3 and f.shape[-1] == 1:
+                f = f[..., 0]
+            pix.append(to_model_pixels(f, self.input_size, c))
+        x = np.stack(pix).transpose(0, 3, 1, 2).astype(np.float32) * self.scale
+        if c != self.channels:
+            x = np.repeat(x, self.channels, axis=1)
+        return (x - self.mean) / self.std
+
+    # --- inference -----------------------------------------------------------------------------
+    def check_input(self, x: np.ndarray) -> None:
+        want = (self.channels, self.input_size, self.input_size)
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise LldifError(f"model input must be a float32 numpy array, got {getattr(x, 'dtype', type(x))}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise LldifError(f"model input must have shape (N, {want[0]}, {want[1]}, {want[2]}), got {x.shape}")
+        if x.shape[0] == 0:
+            raise LldifError("model input is an empty batch")
+
+    def logits(self, x: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
+        """Run the sub-graphs on a preprocessed batch; `timings` collects milliseconds per stage."""
+        self.check_input(x)
+        tensors = {"image": x, **{k: v for k, v in self.constants.items()}}
+        for name, stage in self.stages:
+            t0 = time.perf_counter()
+            tensors.update(stage.run({k: tensors[k] for k in stage.input_names}))
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+        return tensors["logits"]
+
+    def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, len(classes)) for uint8 face crops."""
+        return softmax(self.logits(self.preprocess(faces)))
+
+    def describe(self) -> str:
+        return ", ".join(f"{name}: {stage.describe()}" for name, stage in self.stages)
+
+
+def load_pipeline(package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
+                  **options) -> Pipeline:
+    return Pipeline(package, backend=backend, device=device, **options)

@@ -1,0 +1,41 @@
+"""Backend registry: built-in names plus the `lldif_edge.runtimes` entry-point group for third parties."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from lldif_edge.errors import BackendError
+from lldif_edge.runtimes.base import Backend
+
+ENTRY_POINT_GROUP = "lldif_edge.runtimes"
+# Imported lazily by name, so a robot with only one runtime installed never imports the others.
+BUILTIN = {
+    "onnxruntime": "lldif_edge.runtimes.onnxruntime_backend:OnnxRuntimeBackend",
+}
+
+
+def _targets() -> dict[str, str]:
+    targets = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
+def backend_names() -> list[str]:
+    return sorted(_targets())
+
+
+def get_backend(name: str) -> type[Backend]:
+    targets = _targets()
+    if name not in targets:
+        raise BackendError(f"unknown backend '{name}' (known: {', '.join(sorted(targets))})")
+    module, _, attr = targets[name].partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise BackendError(f"backend '{name}' cannot be imported: {e}") from e
+    ok, why = cls.availability()
+    if not ok:
+        raise BackendError(f"backend '{name}' is not available: {why}")
+    return cls
