@@ -50,3 +50,62 @@ def bench_pipeline(pipe, faces: np.ndarray, batch: int, warmup: int = 20, runs: 
     latency = measure_latency(lambda t: pipe.logits(x1, t), warmup, runs)
     throughput = measure_throughput(lambda: pipe.logits(xb), batch, seconds)
     return {"latency_ms": latency, "throughput_fps": throughput, "batch": batch, "describe": pipe.describe()}
+
+
+def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict | None]]:
+    """(label, backend name, options) to benchmark; options None means skipped, with the reason as name.
+
+    'all' expands to every registered backend; OpenVINO runs FP32 packages both in f32 and in its CPU default
+    (bf16 where the CPU has it), so the table says which precision really ran.
+    """
+    from lldif_edge.runtimes.registry import backend_names, backend_status
+
+    names = backend_names() if backend == "all" else [backend]
+    out: list[tuple[str, str, dict | None]] = []
+    for name in names:
+        cls, why = backend_status(name)
+        if cls is None:
+            out.append((name, why, None))
+        elif name == "torch" and backend == "all":
+            continue  # the torch reference is timed separately as the teacher
+        elif name == "openvino" and precision == "fp32":
+            out += [("openvino f32", name, {"precision": "f32"}), ("openvino default", name, {})]
+        else:
+            out.append((name, name, {}))
+    return out
+
+
+def write_bench_chart(results: dict, path) -> None:
+    """Horizontal bars: p50 and p90 latency per runner, and throughput; OpenCV only, written atomically."""
+    import os
+    from pathlib import Path
+
+    import cv2
+
+    runners = results["runners"]
+    names = list(runners)
+    row, left, width = 34, 260, 360
+    img = np.full((60 + row * len(names) * 2 + 40, left + 2 * width + 60, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    max_lat = max(r["latency_ms"]["end_to_end"]["p90"] for r in runners.values())
+    max_fps = max(r["throughput_fps"] for r in runners.values())
+    cv2.putText(img, "latency per face, batch 1 (ms): p50 dark, p90 light", (left, 30), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "throughput (faces/s)", (left + width + 40, 30), font, 0.45, (0, 0, 0), 1)
+    for i, name in enumerate(names):
+        r = runners[name]
+        y = 50 + i * row * 2
+        cv2.putText(img, name[:34], (8, y + 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        lat = r["latency_ms"]["end_to_end"]
+        for j, (key, colour) in enumerate((("p90", (230, 190, 150)), ("p50", (160, 90, 30)))):
+            w = int(width * lat[key] / max_lat)
+            cv2.rectangle(img, (left, y + 4 + j * 4), (left + max(w, 1), y + 28 - j * 4), colour, -1)
+        cv2.putText(img, f"{lat['p50']:.2f} / {lat['p90']:.2f}", (left + 4, y + 46), font, 0.4, (0, 0, 0), 1)
+        w = int(width * r["throughput_fps"] / max_fps)
+        x0 = left + width + 40
+        cv2.rectangle(img, (x0, y + 4), (x0 + max(w, 1), y + 28), (60, 150, 60), -1)
+        cv2.putText(img, f"{r['throughput_fps']:.0f}", (x0 + 4, y + 46), font, 0.4, (0, 0, 0), 1)
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    if not cv2.imwrite(str(tmp), img):
+        raise OSError(f"cannot write {path}")
+    os.replace(tmp, path)

@@ -193,7 +193,9 @@ def evaluate(
         if compare:
             from lldif_edge.lldif.reference import reference_logits
 
-            ref = reference_logits(model or pipe.manifest["model"]["checkpoint"], images)
+            from lldif_edge.package import checkpoint_path
+
+            ref = reference_logits(model or checkpoint_path(pipe.manifest), images)
             extra["agreement_with_torch"] = float((ref.argmax(-1) == logits.argmax(-1)).mean())
             extra["max_abs_logit_diff_vs_torch"] = float(abs(ref - logits).max())
     else:
@@ -221,6 +223,42 @@ def evaluate(
         print(json.dumps(report))
         return
     _print_report(report)
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) -> None:
+    """Which backends and devices are present here, and why a backend is not."""
+    import os
+    import platform
+
+    from lldif_edge.runtimes.registry import backend_names, backend_status
+
+    rows = []
+    for name in backend_names():
+        cls, why = backend_status(name)
+        devices = []
+        if cls is not None:
+            try:
+                devices = cls.devices()
+            except Exception as e:  # a backend that imports but cannot enumerate devices
+                why = f"cannot list devices: {e}"
+        rows.append({"backend": name, "available": cls is not None and not why, "devices": devices, "why_not": why})
+    display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    facts = {"python": platform.python_version(), "machine": platform.machine(), "cpu_threads": os.cpu_count(),
+             "display": display, "torch_installed": not _torch_missing(), "backends": rows}
+    if as_json:
+        print(json.dumps(facts))
+        return
+    table = Table(title="lldif-edge backends")
+    for col in ("backend", "available", "devices", "why not"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["backend"], "yes" if r["available"] else "no", ", ".join(r["devices"]), r["why_not"])
+    out = Console()
+    out.print(table)
+    out.print(f"python {facts['python']} on {facts['machine']}, {facts['cpu_threads']} CPU threads, "
+              f"display: {'yes' if display else 'no (run --show is off by default)'}, "
+              f"torch: {'installed' if facts['torch_installed'] else 'not installed (runtime-only install)'}")
 
 
 def _torch_missing() -> bool:
@@ -267,8 +305,9 @@ def export(
 
 @app.command()
 def bench(
-    package: Path | None = typer.Option(None, help="Package folder; default: the embedded default"),
-    backend: str = typer.Option("onnxruntime", help="Runtime backend"),
+    package: list[Path] | None = typer.Option(None, help="Package folder(s), e.g. FP32 and INT8; "
+                                                         "default: the embedded default"),
+    backend: str = typer.Option("onnxruntime", help="Runtime backend, or 'all' for every available one"),
     device: str | None = typer.Option(None, help="Backend device"),
     threads: int = typer.Option(1, help="Intra-op threads (latency is measured per face at batch 1)"),
     batch: int = typer.Option(32, help="Batch size of the throughput run"),
@@ -277,30 +316,46 @@ def bench(
                                                      "(default: when torch and the checkpoint are here)"),
     model: Path | None = typer.Option(None, help="Reference checkpoint (default: the one in the manifest)"),
     teacher_steps: int | None = typer.Option(None, help="Reference sampler steps (default: the teacher's S)"),
+    chart: Path | None = typer.Option(None, help="Write a PNG bar chart of latency and throughput"),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
 ) -> None:
     """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
-    from lldif_edge.bench import bench_pipeline
+    from lldif_edge.bench import bench_pipeline, runner_variants, write_bench_chart
     from lldif_edge.lowlight import darken_many
+    from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
     from lldif_edge.synthetic import synthetic_faces
 
-    pipe = load_pipeline(package, backend=backend, device=device, threads=threads)
-    faces = darken_many(synthetic_faces(64, pipe.input_size, seed=1)[0], seed=1)
-    results = {"package": str(pipe.root), "threads": threads,
-               "graphs": {k: v["precision"] for k, v in pipe.manifest["graphs"].items()},
-               "runners": {f"{backend}": bench_pipeline(pipe, faces, batch, runs=runs)}}
-    ckpt = model or pipe.manifest["model"]["checkpoint"]
+    packages = package or [None]
+    results: dict = {"threads": threads, "runners": {}, "skipped": {}}
+    first_manifest = None
+    for pkg in packages:
+        root, manifest = load_manifest(pkg)
+        first_manifest = first_manifest or manifest
+        precision = "+".join(sorted({g["precision"] for g in manifest["graphs"].values()}))
+        faces = darken_many(synthetic_faces(64, manifest["input"]["size"], seed=1)[0], seed=1)
+        for label, name, options in runner_variants(backend, precision):
+            if options is None:
+                results["skipped"][label] = name
+                continue
+            pipe = load_pipeline(root, backend=name, device=device, threads=threads, **options)
+            r = bench_pipeline(pipe, faces, batch, runs=runs)
+            r["package"] = str(root)
+            results["runners"][f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label] = r
+    ckpt = model or checkpoint_path(first_manifest)
     if reference is None:
         reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
     if reference:
         from lldif_edge.lldif.reference import bench_reference
 
-        steps = teacher_steps or (pipe.manifest.get("sampler") or {}).get("teacher_steps")
-        results["runners"]["torch"] = bench_reference(ckpt, faces, steps, batch, threads, runs=max(20, runs // 2))
-        ratio = (results["runners"]["torch"]["latency_ms"]["end_to_end"]["p50"]
-                 / results["runners"][backend]["latency_ms"]["end_to_end"]["p50"])
-        results["speedup_vs_torch_p50"] = ratio
+        steps = teacher_steps or (first_manifest.get("sampler") or {}).get("teacher_steps")
+        ref = bench_reference(ckpt, faces, steps, batch, threads, runs=max(20, runs // 2))
+        results["runners"][f"torch teacher S={steps}" if steps else "torch"] = ref
+        first = next(iter(results["runners"].values()))
+        results["speedup_vs_torch_p50"] = (ref["latency_ms"]["end_to_end"]["p50"]
+                                           / first["latency_ms"]["end_to_end"]["p50"])
+    if chart:
+        write_bench_chart(results, chart)
     if as_json:
         print(json.dumps(results))
         return
@@ -309,7 +364,7 @@ def bench(
 
 def _print_bench(results: dict) -> None:
     out = Console()
-    table = Table(title=f"{results['package']}  ({results['threads']} thread(s); latency per face, batch 1, ms)")
+    table = Table(title=f"latency per face, batch 1, ms ({results['threads']} thread(s))")
     for col in ("runner", "stage", "p50", "p90", "p99", "throughput (faces/s)"):
         table.add_column(col, justify="left" if col in ("runner", "stage") else "right")
     for name, r in results["runners"].items():
@@ -319,8 +374,11 @@ def _print_bench(results: dict) -> None:
     out.print(table)
     for name, r in results["runners"].items():
         out.print(f"{name}: {r['describe']}")
+    for label, why in results["skipped"].items():
+        out.print(f"{label}: not run ({why})")
     if "speedup_vs_torch_p50" in results:
-        out.print(f"speed-up vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x")
+        first = next(iter(results["runners"]))
+        out.print(f"{first} vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x faster")
 
 
 def main() -> None:

@@ -29,6 +29,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_ref(ckpt: Path) -> str:
+    """How a manifest names its source checkpoint: 'embedded:<file>' for the shipped default, else a path."""
+    ckpt = Path(ckpt).resolve()
+    return f"embedded:{ckpt.name}" if ckpt.parent == WEIGHTS_DIR else str(ckpt)
+
+
+def checkpoint_path(manifest: dict) -> Path:
+    ref = manifest["model"]["checkpoint"]
+    return WEIGHTS_DIR / ref.split(":", 1)[1] if ref.startswith("embedded:") else Path(ref)
+
+
 def default_package() -> Path:
     for p in DEFAULT_PACKAGES:
         if (p / MANIFEST).is_file():

@@ -23,7 +23,7 @@ from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.lldif.diffusion import ddim_sample
 from lldif_edge.lldif.model import LLDif
 from lldif_edge.lowlight import darken_many
-from lldif_edge.package import FORMAT, PackageWriter, sha256_file, write_manifest
+from lldif_edge.package import FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
     manifest = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "model": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "preset": cfg.preset,
+        "model": {"checkpoint": checkpoint_ref(ckpt), "checkpoint_sha256": sha256_file(ckpt), "preset": cfg.preset,
                   "prior": cfg.prior, "metrics": meta.get("metrics")},
         "classes": list(cfg.classes),
         "input": {"size": cfg.input_size, "channels": cfg.in_chans, "color": "gray" if cfg.grayscale else "rgb",

@@ -12,6 +12,8 @@ ENTRY_POINT_GROUP = "lldif_edge.runtimes"
 # Imported lazily by name, so a robot with only one runtime installed never imports the others.
 BUILTIN = {
     "onnxruntime": "lldif_edge.runtimes.onnxruntime_backend:OnnxRuntimeBackend",
+    "openvino": "lldif_edge.runtimes.openvino_backend:OpenVinoBackend",
+    "tensorrt": "lldif_edge.runtimes.tensorrt_backend:TensorRTBackend",
 }
 
 
@@ -24,6 +26,14 @@ def _targets() -> dict[str, str]:
 
 def backend_names() -> list[str]:
     return sorted(_targets())
+
+
+def backend_status(name: str) -> tuple[type[Backend] | None, str]:
+    """(class, "") when usable here, else (None, why not): for `info` and `--backend all`."""
+    try:
+        return get_backend(name), ""
+    except BackendError as e:
+        return None, str(e)
 
 
 def get_backend(name: str) -> type[Backend]:
