@@ -280,6 +280,42 @@ def _print_report(report: dict) -> None:
     Console().print("  ".join(f"{k}: {v}" for k, v in extra.items()))
 
 
+@app.command()
+def distill(
+    model: Path | None = typer.Option(None, help="Teacher checkpoint (a prior model); default: embedded"),
+    steps: int = typer.Option(..., help="Student sampler steps K (1 or 2; part of the exported model)"),
+    teacher_steps: int | None = typer.Option(None, help="Teacher sampler steps S (default: the teacher's)"),
+    data: Path = typer.Option(..., help="Training folder <root>/<class>/*.jpg"),
+    val: Path | None = typer.Option(None, help="Validation folder (darkened once with --val-seed)"),
+    out: Path = typer.Option(..., help="Student checkpoint (.safetensors + .json)"),
+    epochs: int = typer.Option(5),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3, help="Start learning rate; cut 10x after an epoch that does not improve"),
+    darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
+    seed: int = typer.Option(0),
+    val_seed: int = typer.Option(0),
+    threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),
+) -> None:
+    """Distil the sampler to K steps: the student reproduces the teacher's S-step EPD and class scores."""
+    from lldif_edge.lldif.distill import distill as run_distill
+
+    m = run_distill(model, steps, teacher_steps, data, out, epochs, batch_size, lr, val_dir=val,
+                    val_seed=val_seed, darken_p=darken_p, seed=seed, threads=threads,
+                    reporter=_RichReporter())
+    where = "low-light validation images" if m["check_set"] == "val" else "darkened training images"
+    table = Table(title=f"{m['check_images']} {where}; best epoch {m['best_epoch']}; threads {m['threads']}")
+    for col in ("sampler", "accuracy", "agreement", "EPD L1", "ms/face"):
+        table.add_column(col, justify="left" if col == "sampler" else "right")
+    k, s = m["steps_k"], m["teacher_steps_s"]
+    table.add_row(f"teacher, {s} steps", f"{m['teacher_acc']:.4f}", "", "", f"{m['teacher_ms_per_face']:.2f}")
+    table.add_row(f"teacher, {k} steps", f"{m['undistilled_acc']:.4f}", f"{m['undistilled_agreement']:.4f}",
+                  f"{m['undistilled_epd_l1']:.5f}", "")
+    table.add_row(f"student, {k} steps", f"{m['student_acc']:.4f}", f"{m['agreement']:.4f}",
+                  f"{m['epd_l1']:.5f}", f"{m['student_ms_per_face']:.2f}")
+    Console().print(table)
+    console.print(f"student checkpoint: {m['checkpoint']}")
+
+
 # ---------------------------------------------------------------- export and benchmark
 @app.command()
 def export(

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lldif_edge.errors import PackageError
@@ -52,7 +53,7 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[LLDif, dict]:
         cfg = ModelConfig.from_dict(meta["config"])
         model = build_model(cfg)
         model.load_state_dict(load_file(str(p)))
-    except (KeyError, ValueError, RuntimeError, OSError) as e:
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as e:
         raise PackageError(f"cannot load checkpoint {p}: {str(e).splitlines()[0]}") from e
     model.eval()
     return model, meta

@@ -248,9 +248,11 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
             runner = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
         lr = tc.lr * (0.5 if phase in ("joint", "s2") else 1.0)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
-        steps_per_epoch = len(train_x) // tc.batch_size
-        total = max(1, steps_per_epoch * n_epochs)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+        steps_per_epoch = max(1, len(train_x) // tc.batch_size)  # a set smaller than a batch still trains
+        total = max(3, steps_per_epoch * n_epochs)
+        # OneCycleLR divides by zero unless warm-up and decay each get at least one step.
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
+                                                    pct_start=max(0.1, 1.5 / total))
         start_epoch = state["epoch_in_phase"] if pi == state["phase_index"] else 0
         if resumed is not None and pi == resumed["phase_index"] and start_epoch > 0:
             opt.load_state_dict(resumed["optimizer"])
