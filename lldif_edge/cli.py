@@ -14,7 +14,8 @@ from rich.table import Table
 
 from lldif_edge.errors import DataError, LldifError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLDif low-light expression recognition at the edge.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="LLDif low-light expression recognition at the edge.")
 console = Console(stderr=True)
 log = logging.getLogger("lldif_edge")
 
@@ -192,7 +193,6 @@ def evaluate(
         extra.update(backend=pipe.describe(), graphs={k: v["precision"] for k, v in pipe.manifest["graphs"].items()})
         if compare:
             from lldif_edge.lldif.reference import reference_logits
-
             from lldif_edge.package import checkpoint_path
 
             ref = reference_logits(model or checkpoint_path(pipe.manifest), images)
@@ -334,7 +334,8 @@ def export(
     manifest = export_package(model, out, steps=steps, opset=opset, fused=fused, force=force,
                               verify_data=verify_data)
     v = manifest["verification"]
-    console.print(f"wrote {out}: " + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))
+    console.print(f"wrote {out}: "
+                  + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))
     console.print(f"verified on {v['source']}: max |logit diff| {v['sub-graphs']['max_abs_logit_diff']:.1e}, "
                   f"top-1 agreement {v['sub-graphs']['top1_agreement']:.4f}; OpenVINO reads it: {v['openvino_reads']}")
 
@@ -415,6 +416,47 @@ def _print_bench(results: dict) -> None:
     if "speedup_vs_torch_p50" in results:
         first = next(iter(results["runners"]))
         out.print(f"{first} vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x faster")
+
+
+# ---------------------------------------------------------------- application
+@app.command("run")
+def run_app(
+    camera: int | None = typer.Option(None, "--camera", help="Camera index, e.g. 0"),
+    video: str | None = typer.Option(None, "--video", help="Video file or stream URL (rtsp://, http://)"),
+    images: Path | None = typer.Option(None, "--images", help="Folder of images, one frame each"),
+    package: Path | None = typer.Option(None, help="Model package folder (default: the shipped INT8 one)"),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime | openvino | tensorrt"),
+    device: str | None = typer.Option(None, help="Device of the backend (default: its best)"),
+    detector: str = typer.Option("haar", help="Face detector: haar | yunet"),
+    detector_model: Path | None = typer.Option(
+        None, "--detector-model", help="YuNet .onnx (default: ~/.cache/lldif-edge or $LLDIF_EDGE_CACHE)"),
+    brighten: str = typer.Option("auto", help="Brighten the detector's input only (the classifier sees the "
+                                              "original frame): none | gamma | clahe | gamma+clahe | auto "
+                                              "(gamma on dark frames only)"),
+    show: bool | None = typer.Option(None, "--show/--no-show", help="Window (default: if a display exists)"),
+    record: Path | None = typer.Option(None, "--record", help="Write the annotated video to OUT.mp4"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per frame on stdout"),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N frames"),
+) -> None:
+    """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
+    from lldif_edge.app import Recognizer, open_source
+    from lldif_edge.app import run as run_loop
+
+    source = open_source(camera=camera, video=video, images=images)  # a bad camera fails within 5 s
+    try:
+        rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
+                              detector_model=detector_model, brighten=brighten)
+    except BaseException:
+        source.close()
+        raise
+    stats = run_loop(rec, source, show=show, record=record, json_out=sys.stdout if as_json else None,
+                     max_frames=max_frames)
+    st = stats["stages"]
+    console.print(
+        f"{stats['frames']} frames in {stats['seconds']:.1f} s: {stats['fps']:.1f} FPS ({stats['ended']}); "
+        + "  ".join(f"{k} {v['median_ms']:.1f}" for k, v in st.items() if v["median_ms"] is not None)
+        + " ms median" + (f"; recorded {stats['recording']}" if stats["recording"] else ""),
+        highlight=False)
 
 
 def main() -> None:

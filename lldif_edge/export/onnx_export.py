@@ -137,8 +137,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
 def export_package(model_path: str | Path | None, out: str | Path, steps: int | None = None, opset: int = 17,
                    fused: bool = False, force: bool = False, verify_data: str | Path | None = None) -> dict:
     """Write and verify a package; returns its manifest. Nothing lands in `out` unless verification passes."""
-    from lldif_edge.runtimes.pipeline import Pipeline
-
     ckpt = resolve_checkpoint(model_path)
     model, meta = load_checkpoint(ckpt)
     cfg = model.cfg

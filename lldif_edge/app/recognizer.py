@@ -1,0 +1,177 @@
+"""`Recognizer`: the Python API for robot software. Detect faces, classify their expression, track them.
+
+    rec = Recognizer.load()                       # default package, onnxruntime, Haar detector
+    for face in rec.process(frame_bgr):           # one call per camera frame
+        print(face.track_id, face.label, face.confidence, face.box)
+    probs = rec.predict([face_crop, ...])         # (N, len(rec.classes)) float32, no detection
+
+Thread-safe: detection and classification run outside the lock (detector and predictor are thread-safe), the
+tracker update is under a lock. Each `stream` (a camera, say) has its own tracker, so several threads feeding
+several streams get exactly what sequential calls would give. Frames of one stream must come in order.
+No torch here: the predictor is an onnxruntime/OpenVINO/TensorRT pipeline from `lldif_edge.runtimes`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from lldif_edge.app.detect import DEFAULT_BRIGHTEN, Detection, Detector, HaarDetector, make_detector
+from lldif_edge.app.track import Tracker
+from lldif_edge.errors import BackendError, LldifError, PackageError
+
+
+class Predictor(Protocol):
+    classes: list[str]
+
+    def predict(self, faces) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    track_id: int  # stable over frames; -1 when tracking is off
+    label: str
+    confidence: float  # probability of `label` (smoothed over the track)
+    probabilities: dict[str, float] = field(repr=False)  # class -> probability (smoothed over the track)
+    score: float = 0.0  # detector score
+
+    def to_dict(self, digits: int = 4) -> dict:
+        return {"box": list(self.box), "track_id": self.track_id, "label": self.label,
+                "confidence": round(self.confidence, digits), "score": round(self.score, digits),
+                "probabilities": {k: round(v, digits) for k, v in self.probabilities.items()}}
+
+
+def crop_box(box, frame_shape, margin: float = 0.1) -> tuple[int, int, int, int]:
+    """A square (x0, y0, x1, y1) around box (x,y,w,h) grown by `margin` per side, shifted then clipped into
+    the frame."""
+    H, W = frame_shape[:2]
+    x, y, w, h = box[:4]
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    side = int(round(min(side, W, H)))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0 = int(round(min(max(cx - side / 2.0, 0), W - side)))
+    y0 = int(round(min(max(cy - side / 2.0, 0), H - side)))
+    return max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
+
+
+def default_package() -> Path:
+    """`lldif_edge/weights/default_int8`, else `default_fp32`, inside the installed package."""
+    weights = Path(__file__).resolve().parent.parent / "weights"
+    for name in ("default_int8", "default_fp32"):
+        if (weights / name).is_dir():
+            return weights / name
+    raise PackageError(f"no default model package in {weights} (default_int8 or default_fp32): pass --package DIR")
+
+
+class Recognizer:
+    def __init__(self, predictor: Predictor, detector: Detector | None = None, *, margin: float = 0.1,
+                 track: bool = True, iou_threshold: float = 0.3, max_missed: int = 5, smoothing: float = 0.4,
+                 max_faces: int = 16, color: str = "auto"):
+        """`smoothing`: weight of the newest frame in the per-track moving average (1 = no smoothing).
+        `color`: crops passed to the predictor: `rgb`, `gray`, or `auto` (gray if the predictor says
+        `channels == 1`, else RGB)."""
+        self.predictor = predictor
+        self.detector = detector if detector is not None else HaarDetector()
+        self.classes = list(predictor.classes)
+        self.margin = margin
+        self.track = track
+        self.tracker_args = {"iou_threshold": iou_threshold, "max_missed": max_missed, "alpha": smoothing}
+        self.max_faces = max_faces
+        if color == "auto":
+            grey = getattr(predictor, "grayscale", False) or getattr(predictor, "channels", 3) == 1
+            color = "gray" if grey else "rgb"
+        if color not in ("rgb", "gray"):
+            raise LldifError(f"color must be rgb, gray or auto, not '{color}'")
+        self.color = color
+        self._trackers: dict[object, Tracker] = {}
+        self._lock = threading.Lock()
+        Tracker(**self.tracker_args)  # validate the settings now
+
+    # ------------------------------------------------------------ construction from a model package
+    @classmethod
+    def load(cls, package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
+             detector: str | Detector = "haar", detector_model: str | Path | None = None,
+             brighten: str = DEFAULT_BRIGHTEN, **kwargs) -> Recognizer:
+        """A recognizer on a model package (default: the one shipped in `lldif_edge/weights`)."""
+        det = make_detector(detector, detector_model, brighten) if isinstance(detector, str) else detector
+        import lldif_edge.runtimes as runtimes  # lazy: the runtimes pull in onnxruntime & co
+
+        load_pipeline = getattr(runtimes, "load_pipeline", None)
+        if load_pipeline is None:
+            raise BackendError("this install has no model runtime (lldif_edge.runtimes.load_pipeline)")
+        predictor = load_pipeline(Path(package) if package else default_package(), backend=backend, device=device)
+        return cls(predictor, det, **kwargs)
+
+    # ------------------------------------------------------------ classification only
+    def predict(self, faces) -> np.ndarray:
+        """Probabilities (N, len(classes)) for face crops: a list of uint8 (H,W) / (H,W,3) RGB, or (N,H,W[,3])."""
+        probs = np.asarray(self.predictor.predict(faces), dtype=np.float32)
+        n = len(faces)
+        if probs.shape != (n, len(self.classes)):
+            raise LldifError(f"the predictor returned shape {probs.shape}, expected {(n, len(self.classes))}")
+        return probs
+
+    def predict_one(self, face: np.ndarray) -> dict[str, float]:
+        """class -> probability for one uint8 face crop (H,W) or (H,W,3) RGB."""
+        return dict(zip(self.classes, self.predict([face])[0].tolist(), strict=True))
+
+    # ------------------------------------------------------------ frames
+    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
+        return self.detector.detect(frame_bgr)[: self.max_faces]
+
+    def crop(self, frame_bgr: np.ndarray, box) -> np.ndarray:
+        """The predictor's input for one box: a square crop with margin, RGB or gray uint8 (a copy)."""
+        x0, y0, x1, y1 = crop_box(box, frame_bgr.shape, self.margin)
+        c = frame_bgr[y0:y1, x0:x1]
+        if c.ndim == 2:
+            return cv2.cvtColor(c, cv2.COLOR_GRAY2RGB) if self.color == "rgb" else c.copy()
+        four = c.shape[2] == 4
+        if self.color == "gray":
+            return cv2.cvtColor(c, cv2.COLOR_BGRA2GRAY if four else cv2.COLOR_BGR2GRAY)
+        return cv2.cvtColor(c, cv2.COLOR_BGRA2RGB if four else cv2.COLOR_BGR2RGB)
+
+    def process(self, frame_bgr: np.ndarray, *, stream: object = "default", track: bool | None = None,
+                timings: dict | None = None) -> list[Face]:
+        """Faces in one BGR frame, largest first. `track=False` (or the constructor's) treats the frame alone:
+        no smoothing, track_id -1. `timings`, when given, receives detect/classify/track milliseconds."""
+        t0 = time.perf_counter()
+        dets = self.detect(frame_bgr)
+        t1 = time.perf_counter()
+        probs = self.predict([self.crop(frame_bgr, d) for d in dets]) if dets else None
+        t2 = time.perf_counter()
+        if not (self.track if track is None else track):
+            faces = [self._face(d, -1, probs[i]) for i, d in enumerate(dets)]
+        else:
+            with self._lock:
+                tracker = self._trackers.get(stream)
+                if tracker is None:
+                    tracker = self._trackers[stream] = Tracker(**self.tracker_args)
+                tracks = tracker.update(dets, probs)
+                faces = [self._face(d, t.id, t.probs) for d, t in zip(dets, tracks, strict=True)]
+        if timings is not None:
+            t3 = time.perf_counter()
+            timings["detect"] = 1000.0 * (t1 - t0)
+            timings["classify"] = 1000.0 * (t2 - t1)
+            timings["track"] = 1000.0 * (t3 - t2)
+        return faces
+
+    def _face(self, det, track_id: int, p: np.ndarray) -> Face:
+        k = int(np.argmax(p))
+        values = p.tolist()
+        return Face(tuple(int(v) for v in det[:4]), track_id, self.classes[k], float(values[k]),
+                    dict(zip(self.classes, values, strict=True)), float(det[4]) if len(det) > 4 else 0.0)
+
+    def reset(self, stream: object = None) -> None:
+        """Forget the tracks of one stream (or of all streams)."""
+        with self._lock:
+            if stream is None:
+                self._trackers.clear()
+            else:
+                self._trackers.pop(stream, None)

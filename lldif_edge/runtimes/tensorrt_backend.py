@@ -1,0 +1,814 @@
+"""TensorRT backend: an engine built from the package's ONNX, cached per GPU, TensorRT version and ONNX file.
+
+Written against the TensorRT 10 Python API (name-based I/O tensors, `set_input_shape`, `set_tensor_address`,
+`execute_async_v3`); TensorRT 8 and 9 are refused. Nothing here imports torch.
+
+Choices, and why:
+
+* Device memory comes from **cuda-python** (`cuda.bindings.runtime`, or `cuda.cudart` in cuda-python before
+  12.6), not from torch tensors' `data_ptr`: the runtime path must never import torch (house rule: robots
+  install numpy, opencv and one runtime), and cuda-python is a small wheel that NVIDIA's own TensorRT samples
+  use. Inputs are copied host-to-device and outputs device-to-host with `cudaMemcpyAsync` on the backend's
+  own stream, then the stream is synchronised. The host side is plain (pageable) numpy memory: the tensors
+  are tiny (48x48 faces), and on Jetson the CPU and GPU share DRAM, so pinned staging buffers would add a
+  host copy for no measurable gain.
+* Device buffers are allocated per I/O tensor, sized for the first input shape seen, reused for every later
+  call and grown (freed and reallocated) only when a larger shape arrives, so memory stays bounded by the
+  largest batch actually run (at most `max_batch`).
+* Thread safety: **one execution context and one stream, guarded by a lock around `run`**. One GPU executes
+  these small graphs one after another anyway, a context per thread would multiply activation memory (Jetson
+  shares it with the CPU), and execution contexts sharing one optimisation profile concurrently is a
+  version-dependent corner of TensorRT. `cudaSetDevice` is called inside `run`, so any thread may call it.
+* One optimisation profile covers the dynamic batch axis (axis 0; the only dynamic axis the exporter writes):
+  min 1, opt `opt_batch` (default 1: robots run one face at a time), max `max_batch` (default 32, the bench
+  batch). Larger batches are split into chunks of `max_batch` and the outputs concatenated.
+* Precision (`precision=` option, or env LLDIF_EDGE_TRT_PRECISION, default `auto`): `fp32`; `fp16` sets
+  BuilderFlag.FP16; `int8` only from an explicitly quantised (Q/DQ) ONNX, built with BuilderFlag.INT8 plus
+  FP16 as the fallback for layers the Q/DQ nodes leave in float. No implicit calibrators (deprecated in
+  TensorRT 10). `auto` is int8 for a Q/DQ graph and fp32 otherwise, i.e. the precision the package was
+  verified at. Q/DQ is detected from QuantizeLinear/DequantizeLinear nodes with `onnx` when importable,
+  else from the manifest's precision for the graph (option `manifest_precision`, or the manifest.json beside
+  the ONNX), else by scanning the file for those op names. TensorRT accepts only symmetric int8 Q/DQ, so a
+  graph quantised for ONNX Runtime's CPU target (uint8, asymmetric) is refused before building, with a
+  one-line error naming the fix. On TensorRT >= 11, which removed the FP16/INT8 builder flags (networks are
+  strongly typed), a Q/DQ graph still builds int8 and `fp16` is refused.
+* Cache (`$LLDIF_EDGE_CACHE/tensorrt`, default `~/.cache/lldif-edge/tensorrt`, or option `cache_dir`):
+  `<onnx stem>-<key>.engine` plus a `.json` sidecar, where the key hashes the ONNX file's sha256, the GPU
+  name, its compute capability, the TensorRT version, the effective precision and the batch profile. Any
+  change gives a new key, hence a rebuild. The sidecar records the engine file's size and sha256; a missing,
+  truncated, mismatched or undeserialisable engine is rebuilt with a warning. Files are written atomically
+  (temporary file in the same folder, then rename). The timing cache is shared by every graph built on the
+  same GPU, compute capability, TensorRT version and precision (layer timings do not depend on the ONNX
+  file; sharing them is what makes the second and third sub-graph build faster).
+
+Options: precision, max_batch, opt_batch, workspace_mb, cache_dir, manifest_precision, rebuild.
+`threads` is accepted and ignored (the work runs on the GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lldif_edge.errors import BackendError
+from lldif_edge.package import MANIFEST, sha256_file
+from lldif_edge.runtimes.base import Backend
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install lldif-edge[tensorrt], or on Jetson use JetPack's TensorRT: see docs/jetson.md"
+MIN_TRT_MAJOR = 10
+CACHE_FORMAT = 1  # bump when the engine file layout or the key's meaning changes
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+PRECISION_ENV = "LLDIF_EDGE_TRT_PRECISION"
+CACHE_ENV = "LLDIF_EDGE_CACHE"
+DEFAULT_MAX_BATCH = 32
+DEFAULT_OPT_BATCH = 1
+OPTIONS = ("precision", "max_batch", "opt_batch", "workspace_mb", "cache_dir", "manifest_precision",
+           "rebuild")
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+# TensorRT DataType member names -> numpy dtypes (by name, so it is testable without TensorRT).
+_TRT_TO_NUMPY = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
+
+
+# ------------------------------------------------------------------------------------------ pure helpers
+def numpy_dtype(trt_dtype: object) -> np.dtype:
+    """numpy dtype for a TensorRT DataType: the enum member, its name ("HALF") or str ("DataType.HALF")."""
+    name = trt_dtype if isinstance(trt_dtype, str) else getattr(trt_dtype, "name", None) or str(trt_dtype)
+    name = str(name).rsplit(".", 1)[-1].upper()
+    if name not in _TRT_TO_NUMPY:
+        raise BackendError(f"tensorrt: tensor type {name} has no numpy equivalent "
+                           f"(supported: {', '.join(_TRT_TO_NUMPY)})")
+    return np.dtype(_TRT_TO_NUMPY[name])
+
+
+def parse_device(device: str | None) -> int:
+    """CUDA device index for None, 'cuda', 'gpu', 'cuda:N' or 'gpu:N'."""
+    if device is None:
+        return 0
+    d = str(device).strip().lower()
+    kind, _, index = d.partition(":")
+    if kind in ("cuda", "gpu") and (not index or index.isdigit()):
+        return int(index or 0)
+    raise BackendError(f"tensorrt: unknown device '{device}' (use cuda or cuda:N)")
+
+
+def parse_options(options: Mapping[str, object]) -> dict:
+    """Validated backend options with defaults filled in; unknown keys are an error."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise BackendError(f"tensorrt: unknown option(s) {', '.join(unknown)} (known: {', '.join(OPTIONS)})")
+    precision = str(options.get("precision") or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if precision not in PRECISIONS:
+        raise BackendError(f"tensorrt: precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    try:
+        max_batch = int(options.get("max_batch", DEFAULT_MAX_BATCH))
+        opt_batch = int(options.get("opt_batch", min(DEFAULT_OPT_BATCH, max_batch)))
+        workspace = options.get("workspace_mb")
+        workspace_mb = None if workspace is None else int(workspace)
+    except (TypeError, ValueError) as e:
+        raise BackendError(f"tensorrt: max_batch, opt_batch and workspace_mb must be integers ({e})") from e
+    if not 1 <= opt_batch <= max_batch:
+        raise BackendError(f"tensorrt: need 1 <= opt_batch <= max_batch, got opt_batch={opt_batch}, "
+                           f"max_batch={max_batch}")
+    if workspace_mb is not None and workspace_mb <= 0:
+        raise BackendError(f"tensorrt: workspace_mb must be positive, got {workspace_mb}")
+    mp = options.get("manifest_precision")
+    return {
+        "precision": precision,
+        "max_batch": max_batch,
+        "opt_batch": opt_batch,
+        "workspace_mb": workspace_mb,
+        "cache_dir": None if options.get("cache_dir") is None else Path(str(options["cache_dir"])),
+        "manifest_precision": None if mp is None else str(mp),
+        "rebuild": bool(options.get("rebuild", False)),
+    }
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """Cache folder: `override`, else `$LLDIF_EDGE_CACHE/tensorrt`, else `~/.cache/lldif-edge/tensorrt`."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "lldif-edge"
+    return root / "tensorrt"
+
+
+def _compute_capability(cc: str | tuple[int, int] | list[int]) -> str:
+    if isinstance(cc, (tuple, list)):
+        return ".".join(str(int(x)) for x in cc)
+    return str(cc).strip()
+
+
+def engine_fields(onnx_sha256: str, gpu_name: str, compute_capability: str | tuple[int, int],
+                  trt_version: str, precision: str, max_batch: int,
+                  opt_batch: int = DEFAULT_OPT_BATCH) -> dict:
+    """Everything an engine depends on, as plain JSON-able values (also written to the cache sidecar)."""
+    return {
+        "format": CACHE_FORMAT,
+        "onnx_sha256": str(onnx_sha256).lower(),
+        "gpu_name": str(gpu_name).strip(),
+        "compute_capability": _compute_capability(compute_capability),
+        "trt_version": str(trt_version).strip(),
+        "precision": str(precision).lower(),
+        "profile": {"min_batch": 1, "opt_batch": int(opt_batch), "max_batch": int(max_batch)},
+    }
+
+
+def _digest(fields: dict, n: int = 24) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:n]
+
+
+def engine_cache_key(onnx_sha256: str, gpu_name: str, compute_capability: str | tuple[int, int],
+                     trt_version: str, precision: str, max_batch: int,
+                     opt_batch: int = DEFAULT_OPT_BATCH) -> str:
+    """Hex key naming a cached engine; changes when any component changes."""
+    return _digest(engine_fields(onnx_sha256, gpu_name, compute_capability, trt_version, precision, max_batch,
+                                 opt_batch))
+
+
+def timing_cache_key(gpu_name: str, compute_capability: str | tuple[int, int], trt_version: str,
+                     precision: str) -> str:
+    """Hex key naming a timing cache: per GPU, compute capability, TensorRT version and precision."""
+    return _digest({"format": CACHE_FORMAT, "gpu_name": str(gpu_name).strip(),
+                    "compute_capability": _compute_capability(compute_capability),
+                    "trt_version": str(trt_version).strip(), "precision": str(precision).lower()})
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cached_engine_is_reusable(engine_path: Path, meta_path: Path, fields: dict) -> tuple[bool, str]:
+    """(reusable, why not): the engine exists, its sidecar records exactly `fields`, size and sha256 match."""
+    engine_path, meta_path = Path(engine_path), Path(meta_path)
+    if not engine_path.is_file():
+        return False, "no cached engine"
+    if not meta_path.is_file():
+        return False, f"{meta_path.name} is missing"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        return False, f"{meta_path.name} is unreadable ({e})"
+    if not isinstance(meta, dict) or meta.get("fields") != fields:
+        return False, "it was built for another ONNX file, GPU, TensorRT version, precision or batch profile"
+    try:
+        data = engine_path.read_bytes()
+    except OSError as e:
+        return False, f"{engine_path.name} is unreadable ({e})"
+    if len(data) != meta.get("engine_bytes") or _sha256_bytes(data) != meta.get("engine_sha256"):
+        return False, f"{engine_path.name} is truncated or corrupt (size or sha256 differs from its sidecar)"
+    return True, ""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_cached_engine(engine_path: Path, meta_path: Path, data: bytes, fields: dict) -> None:
+    """Engine first, sidecar last: a sidecar only ever describes a complete engine file."""
+    atomic_write_bytes(engine_path, data)
+    meta = {"fields": fields, "engine_bytes": len(data), "engine_sha256": _sha256_bytes(data),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def precision_implies_qdq(precision: str | None) -> bool:
+    """Whether a manifest precision label ("int8", "int8-qdq", "mixed-int8"...) means Q/DQ nodes."""
+    return precision is not None and "int8" in str(precision).lower()
+
+
+def _graph_has_qdq(graph) -> bool:
+    return any(node.op_type in QDQ_OPS for node in _nodes(graph))
+
+
+def qdq_from_onnx(path: Path) -> bool | None:
+    """Q/DQ nodes found by `onnx` (sub-graphs and local functions included); None without `onnx`."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and friends
+        raise BackendError(f"tensorrt: {Path(path).name} is not a readable ONNX file ({e})") from e
+    if _graph_has_qdq(model.graph):
+        return True
+    return any(node.op_type in QDQ_OPS for fn in model.functions for node in fn.node)
+
+
+def manifest_precision_for(path: Path) -> str | None:
+    """The precision recorded for this ONNX file in the package manifest beside it, if any."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path.parent / MANIFEST).read_text())
+        for graph in manifest.get("graphs", {}).values():
+            if graph.get("file") == path.name:
+                return graph.get("precision")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def qdq_from_bytes(path: Path, chunk: int = 1 << 20) -> bool:
+    """Last resort without `onnx`: op types are stored as plain strings in the protobuf."""
+    tokens = (b"QuantizeLinear", b"DequantizeLinear")
+    keep = max(len(t) for t in tokens) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            buf = tail + block
+            if any(t in buf for t in tokens):
+                return True
+            tail = buf[-keep:]
+    return False
+
+
+def onnx_has_qdq(path: Path, manifest_precision: str | None = None) -> bool:
+    """Whether the ONNX file is explicitly quantised: `onnx` if importable, else the manifest, else bytes."""
+    found = qdq_from_onnx(path)
+    if found is not None:
+        return found
+    label = manifest_precision if manifest_precision is not None else manifest_precision_for(path)
+    if label is not None:
+        return precision_implies_qdq(label)
+    return qdq_from_bytes(path)
+
+
+def _nodes(graph):
+    """Every node of `graph` and of its sub-graphs (If/Loop/Scan bodies)."""
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _nodes(g)
+
+
+def qdq_incompatibility(path: Path) -> str | None:
+    """Why TensorRT cannot build this Q/DQ graph, or None. TensorRT's explicit quantisation needs symmetric
+    int8: int8 zero points, all 0. Packages quantised for the CPU target use uint8 asymmetric activations."""
+    fix = "re-quantise the package with the 'tensorrt' calibration target (symmetric int8)"
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        try:
+            cal = json.loads((Path(path).parent / MANIFEST).read_text()).get("calibration") or {}
+        except (OSError, ValueError, AttributeError):
+            return None
+        if cal.get("activation_type") == "uint8" or cal.get("activation_symmetric") is False:
+            return f"its manifest says it was quantised with asymmetric uint8 activations; {fix}"
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    consts = {t.name: t for t in model.graph.initializer}
+    nodes = list(_nodes(model.graph))
+    for node in nodes:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    consts[node.output[0]] = attr.t
+    uint8 = onnx.TensorProto.UINT8
+    for node in nodes:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        where = f"node '{node.name or node.op_type}'"
+        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        x = consts.get(node.input[0]) if node.input else None
+        if node.op_type == "QuantizeLinear" and (len(node.input) < 3 or not node.input[2]):
+            return f"{where} quantises to uint8 (no zero point given); {fix}"
+        if (zp is not None and zp.data_type == uint8) or (x is not None and x.data_type == uint8):
+            return f"{where} uses uint8 (asymmetric, as for the CPU target); {fix}"
+        if zp is not None and zp.data_type == onnx.TensorProto.INT8 and numpy_helper.to_array(zp).any():
+            return f"{where} has a non-zero zero point (asymmetric); {fix}"
+    return None
+
+
+def resolve_precision(requested: str, qdq: bool) -> tuple[str, str | None]:
+    """(precision to build, warning or None) for the requested precision and whether the graph has Q/DQ."""
+    if requested not in PRECISIONS:
+        raise BackendError(f"tensorrt: precision must be one of {', '.join(PRECISIONS)}, got '{requested}'")
+    if qdq:
+        if requested in ("fp32", "fp16"):
+            return "int8", (f"the graph is explicitly quantised (Q/DQ nodes), so it builds as int8, "
+                            f"not {requested}; export an unquantised package for {requested}")
+        return "int8", None
+    if requested == "int8":
+        return "fp16", ("the graph has no Q/DQ nodes and implicit INT8 calibration is not supported; "
+                        "building fp16 (quantise the package for int8)")
+    if requested == "auto":
+        return "fp32", None
+    return requested, None
+
+
+def builder_flags(precision: str) -> list[str]:
+    """BuilderFlag member names a precision needs (INT8 keeps FP16 as the fallback for float layers)."""
+    return {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
+
+
+def profile_shapes(input_shapes: Mapping[str, tuple[int, ...]], opt_batch: int,
+                   max_batch: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """name -> (min, opt, max) shapes for each input with a dynamic (-1) batch axis; static ones need none."""
+    if not 1 <= opt_batch <= max_batch:
+        raise BackendError(f"tensorrt: need 1 <= opt_batch <= max_batch, got {opt_batch}, {max_batch}")
+    out = {}
+    for name, shape in input_shapes.items():
+        shape = tuple(int(d) for d in shape)
+        if not any(d < 0 for d in shape):
+            continue
+        if len(shape) == 0 or shape[0] >= 0 or any(d < 0 for d in shape[1:]):
+            raise BackendError(f"tensorrt: input '{name}' has shape {list(shape)}; only the batch axis (0) "
+                               "may be dynamic")
+        rest = shape[1:]
+        out[name] = ((1, *rest), (opt_batch, *rest), (max_batch, *rest))
+    return out
+
+
+def batch_chunks(n: int, max_batch: int) -> list[slice]:
+    """Slices covering 0..n in steps of at most max_batch."""
+    if n < 1 or max_batch < 1:
+        raise BackendError(f"tensorrt: cannot split a batch of {n} into chunks of {max_batch}")
+    return [slice(i, min(i + max_batch, n)) for i in range(0, n, max_batch)]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # -1 marks the dynamic batch axis
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return len(self.shape) > 0 and self.shape[0] < 0
+
+
+def validate_feeds(feeds: Mapping[str, np.ndarray], specs: list[TensorSpec]) -> int | None:
+    """Check names, dtypes and shapes of `feeds` against the engine's inputs; returns the batch size (None
+    when no input has a dynamic batch axis). Raises BackendError with a one-line message."""
+    if not isinstance(feeds, Mapping):
+        raise BackendError(f"tensorrt: feeds must be a dict of numpy arrays, got {type(feeds).__name__}")
+    want = [s.name for s in specs]
+    missing = [n for n in want if n not in feeds]
+    extra = sorted(set(feeds) - set(want))
+    if missing or extra:
+        raise BackendError(f"tensorrt: inputs must be exactly {want}"
+                           + (f"; missing {missing}" if missing else "")
+                           + (f"; unexpected {extra}" if extra else ""))
+    batch = None
+    for s in specs:
+        a = feeds[s.name]
+        if not isinstance(a, np.ndarray):
+            raise BackendError(f"tensorrt: input '{s.name}' must be a numpy array, got {type(a).__name__}")
+        if a.dtype != s.dtype:
+            raise BackendError(f"tensorrt: input '{s.name}' must be {s.dtype}, got {a.dtype}")
+        if a.ndim != len(s.shape) or any(w >= 0 and w != d for w, d in zip(s.shape, a.shape, strict=True)):
+            want_shape = "(" + ", ".join("N" if d < 0 else str(d) for d in s.shape) + ")"
+            raise BackendError(f"tensorrt: input '{s.name}' must have shape {want_shape}, got {a.shape}")
+        if s.dynamic_batch:
+            if a.shape[0] < 1:
+                raise BackendError(f"tensorrt: input '{s.name}' is an empty batch")
+            if batch is not None and a.shape[0] != batch:
+                raise BackendError(f"tensorrt: inputs disagree on the batch size ({batch} vs {a.shape[0]} "
+                                   f"for '{s.name}')")
+            batch = a.shape[0]
+    return batch
+
+
+# ------------------------------------------------------------------------------- libraries and the GPU
+def _import_trt():
+    import tensorrt
+
+    return tensorrt
+
+
+def _import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 (and 13)
+    except ImportError:
+        from cuda import cudart  # older cuda-python 12.x
+    return cudart
+
+
+def _check(cudart, result, what: str):
+    """cuda-python returns (error, *values): raise on error, return the value(s)."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        try:
+            msg = cudart.cudaGetErrorString(err)[1]
+            msg = msg.decode() if isinstance(msg, bytes) else str(msg)
+        except Exception:
+            msg = str(err)
+        raise BackendError(f"tensorrt: {what} failed: {msg}")
+    return values[0] if len(values) == 1 else tuple(values) if values else None
+
+
+def _parser_error(err) -> str:
+    """One line from an ONNX parser error (its str() in TensorRT's samples; desc() as the fallback)."""
+    text = str(err)
+    if "object at 0x" in text and hasattr(err, "desc"):
+        text = str(err.desc())
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    compute_capability: str
+    total_memory: int
+
+
+def _gpu_name(props) -> str:
+    name = props.name
+    if isinstance(name, (bytes, bytearray)):
+        name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
+    return str(name).strip("\0 ").strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> tuple[bool, str, tuple[GpuInfo, ...], str]:
+    """(available, why not, GPUs, TensorRT version); cached: CUDA initialisation takes a moment."""
+    try:
+        trt = _import_trt()
+    except ImportError:
+        return False, f"package tensorrt is not installed: {INSTALL_HINT}", (), ""
+    except Exception as e:  # a broken install (missing libnvinfer.so...) raises OSError and friends
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return False, f"package tensorrt cannot be imported ({first}): {INSTALL_HINT}", (), ""
+    version = str(getattr(trt, "__version__", "0"))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        major = 0
+    if major < MIN_TRT_MAJOR:
+        why = f"TensorRT {version} is installed; this backend needs TensorRT >= {MIN_TRT_MAJOR}"
+        return False, why, (), version
+    try:
+        cudart = _import_cudart()
+    except ImportError:
+        return (False, "package cuda-python is not installed (the TensorRT backend needs it for GPU memory): "
+                       "pip install lldif-edge[tensorrt]; see docs/jetson.md", (), version)
+    except Exception as e:
+        return False, f"package cuda-python cannot be imported ({str(e).splitlines()[0]})", (), version
+    try:
+        count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        gpus = []
+        for i in range(int(count)):
+            props = _check(cudart, cudart.cudaGetDeviceProperties(i), "cudaGetDeviceProperties")
+            gpus.append(GpuInfo(i, _gpu_name(props), f"{props.major}.{props.minor}",
+                                int(getattr(props, "totalGlobalMem", 0))))
+    except Exception as e:  # BackendError from _check; cuda-python raises RuntimeError when libcuda is absent
+        first = str(e).removeprefix("tensorrt: ").splitlines()[0] if str(e) else type(e).__name__
+        return False, f"no usable CUDA GPU ({first})", (), version
+    if not gpus:
+        return False, "no CUDA GPU found", (), version
+    return True, "", tuple(gpus), version
+
+
+# ----------------------------------------------------------------------------------------- the backend
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        ok, why, _, _ = _probe()
+        return ok, why
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        ok, _, gpus, _ = _probe()
+        return [f"cuda:{g.index}" for g in gpus] if ok else []
+
+    def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None, **options):
+        self._closed = True  # until the stream exists; makes close()/__del__ safe after a failed __init__
+        ok, why, gpus, trt_version = _probe()
+        if not ok:
+            raise BackendError(f"tensorrt: {why}")
+        opts = parse_options(options)
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise BackendError(f"tensorrt: model file {self.model_path} does not exist")
+        index = parse_device(device)
+        found = [g for g in gpus if g.index == index]
+        if not found:
+            raise BackendError(f"tensorrt: no CUDA device {index} (found: "
+                               + ", ".join(f"cuda:{g.index} {g.name}" for g in gpus) + ")")
+        self.gpu = found[0]
+        self.trt_version = trt_version
+        self._trt = trt = _import_trt()
+        self._cudart = cudart = _import_cudart()
+        self.max_batch, self.opt_batch = opts["max_batch"], opts["opt_batch"]
+        self.requested_precision = opts["precision"]
+        self.precision, warning = resolve_precision(opts["precision"], onnx_has_qdq(self.model_path,
+                                                                                  opts["manifest_precision"]))
+        if warning:
+            log.warning("tensorrt: %s: %s", self.model_path.name, warning)
+        if self.precision == "int8":
+            problem = qdq_incompatibility(self.model_path)
+            if problem:
+                raise BackendError(f"tensorrt cannot build {self.model_path.name}: {problem}")
+        if self.precision == "fp16" and getattr(trt.BuilderFlag, "FP16", None) is None:
+            raise BackendError(f"tensorrt: TensorRT {trt_version} has no FP16 builder flag (strongly typed "
+                               "networks only); use precision fp32, or export an fp16 ONNX")
+        self._workspace_mb = opts["workspace_mb"]
+
+        _check(cudart, cudart.cudaSetDevice(self.gpu.index), "cudaSetDevice")
+        self.fields = engine_fields(sha256_file(self.model_path), self.gpu.name, self.gpu.compute_capability,
+                                    trt_version, self.precision, self.max_batch, self.opt_batch)
+        folder = cache_dir(opts["cache_dir"])
+        key = engine_cache_key(self.fields["onnx_sha256"], self.gpu.name, self.gpu.compute_capability,
+                               trt_version, self.precision, self.max_batch, self.opt_batch)
+        self.engine_path = folder / f"{self.model_path.stem}-{key}.engine"
+        self._meta_path = self.engine_path.with_suffix(".json")
+        tkey = timing_cache_key(self.gpu.name, self.gpu.compute_capability, trt_version, self.precision)
+        self._timing_path = folder / f"timing-{tkey}.cache"
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine, self.engine_source = self._load_or_build(opts["rebuild"])
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f"tensorrt: cannot create an execution context for {self.model_path.name} "
+                               "(out of GPU memory?)")
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
+        for i in range(self.engine.num_io_tensors):
+            tname = self.engine.get_tensor_name(i)
+            spec = TensorSpec(tname, numpy_dtype(self.engine.get_tensor_dtype(tname)),
+                              tuple(int(d) for d in self.engine.get_tensor_shape(tname)))
+            is_input = self.engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs).append(spec)
+        self._buffers: dict[str, list[int]] = {}  # tensor name -> [device pointer, capacity in bytes]
+        self._lock = threading.Lock()
+        self._stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._closed = False
+
+    # --- engine: cache or build ------------------------------------------------------------------
+    def _deserialize(self, data: bytes):
+        try:
+            return self._runtime.deserialize_cuda_engine(data)
+        except Exception as e:  # TensorRT mostly returns None, some versions raise
+            log.debug("tensorrt: deserialize_cuda_engine raised %s", e)
+            return None
+
+    def _load_or_build(self, rebuild: bool):
+        if not rebuild:
+            ok, why = cached_engine_is_reusable(self.engine_path, self._meta_path, self.fields)
+            if ok:
+                engine = self._deserialize(self.engine_path.read_bytes())
+                if engine is not None:
+                    return engine, "cached"
+                log.warning("tensorrt: cached engine %s cannot be loaded; rebuilding it", self.engine_path)
+            elif self.engine_path.exists():
+                log.warning("tensorrt: cached engine %s is not reusable (%s); rebuilding it",
+                            self.engine_path, why)
+        t0 = time.perf_counter()
+        data = self._build()
+        write_cached_engine(self.engine_path, self._meta_path, data, self.fields)
+        engine = self._deserialize(data)
+        if engine is None:
+            raise BackendError(f"tensorrt: the engine just built for {self.model_path.name} cannot be loaded "
+                               "(see TensorRT's log above)")
+        return engine, f"built in {time.perf_counter() - t0:.0f} s"
+
+    def _build(self) -> bytes:
+        trt = self._trt
+        log.warning("tensorrt: building a %s engine for %s on %s (first run only; can take minutes on "
+                    "Jetson), cached in %s", self.precision, self.model_path.name, self.gpu.name,
+                    self.engine_path.parent)
+        builder = trt.Builder(self._logger)
+        network = builder.create_network(0)  # TensorRT 10: always explicit batch
+        parser = trt.OnnxParser(network, self._logger)
+        if not parser.parse_from_file(str(self.model_path)):
+            errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+            errors = errors or ["unknown error"]
+            raise BackendError(f"tensorrt: cannot parse {self.model_path.name}: {errors[0]}"
+                               + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+        inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        shapes = profile_shapes({t.name: tuple(t.shape) for t in inputs}, self.opt_batch, self.max_batch)
+        config = builder.create_builder_config()
+        if shapes:
+            profile = builder.create_optimization_profile()
+            for tname, (lo, opt, hi) in shapes.items():
+                profile.set_shape(tname, lo, opt, hi)
+            config.add_optimization_profile(profile)
+        if self._workspace_mb:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._workspace_mb << 20)
+        for flag_name in builder_flags(self.precision):
+            flag = getattr(trt.BuilderFlag, flag_name, None)
+            if flag is not None:  # TensorRT >= 11 has no FP16/INT8 flags: Q/DQ alone selects int8 there
+                config.set_flag(flag)
+        timing = self._attach_timing_cache(config)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BackendError(f"tensorrt: building an engine for {self.model_path.name} failed "
+                               "(see TensorRT's log above)")
+        if timing is not None:
+            try:
+                atomic_write_bytes(self._timing_path, bytes(config.get_timing_cache().serialize()))
+            except Exception as e:  # a timing cache is an optimisation: never fail the build over it
+                log.warning("tensorrt: cannot save the timing cache %s: %s", self._timing_path, e)
+        return bytes(serialized)
+
+    def _attach_timing_cache(self, config):
+        blob = b""
+        if self._timing_path.is_file():
+            try:
+                blob = self._timing_path.read_bytes()
+            except OSError:
+                blob = b""
+        for data in ((blob, b"") if blob else (b"",)):
+            try:
+                cache = config.create_timing_cache(data)
+                if cache is not None and config.set_timing_cache(cache, False):
+                    return cache
+            except Exception as e:
+                log.debug("tensorrt: timing cache rejected: %s", e)
+            if data:
+                log.warning("tensorrt: timing cache %s is unusable; starting a new one", self._timing_path)
+        return None
+
+    # --- running ---------------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self._outputs]
+
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        """Device pointer of at least `nbytes` for tensor `name`: reused, grown only when too small."""
+        cudart = self._cudart
+        ptr, capacity = self._buffers.get(name, (0, -1))
+        need = max(int(nbytes), 256)
+        if capacity < need:
+            if ptr:
+                _check(cudart, cudart.cudaFree(ptr), "cudaFree")
+                self._buffers.pop(name, None)
+            ptr = int(_check(cudart, cudart.cudaMalloc(need), f"cudaMalloc({need}) for '{name}'"))
+            self._buffers[name] = [ptr, need]
+        return int(ptr)
+
+    def _run_one(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One engine execution; the caller holds the lock and has validated `arrays`."""
+        cudart, ctx = self._cudart, self.context
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart, cudart.cudaSetDevice(self.gpu.index), "cudaSetDevice")
+        for s in self._inputs:
+            if not ctx.set_input_shape(s.name, tuple(arrays[s.name].shape)):
+                raise BackendError(f"tensorrt: the engine rejects shape {arrays[s.name].shape} for input "
+                                   f"'{s.name}' (batch profile 1..{self.max_batch})")
+        outs: dict[str, np.ndarray] = {}
+        for s in self._outputs:
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(s.name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"tensorrt: output '{s.name}' has an unresolved shape {list(shape)} "
+                                   "(data-dependent shapes are not supported)")
+            outs[s.name] = np.empty(shape, s.dtype)
+        for tname, arr in (*arrays.items(), *outs.items()):
+            if not ctx.set_tensor_address(tname, self._device_buffer(tname, arr.nbytes)):
+                raise BackendError(f"tensorrt: set_tensor_address failed for '{tname}'")
+        stream = self._stream
+        for tname, arr in arrays.items():
+            if arr.nbytes:
+                _check(cudart, cudart.cudaMemcpyAsync(self._buffers[tname][0], arr.ctypes.data, arr.nbytes,
+                                                      h2d, stream), f"copying '{tname}' to the GPU")
+        if not ctx.execute_async_v3(int(stream)):
+            raise BackendError(f"tensorrt: execute_async_v3 failed for {self.model_path.name} "
+                               "(see TensorRT's log above)")
+        for tname, arr in outs.items():
+            if arr.nbytes:
+                _check(cudart, cudart.cudaMemcpyAsync(arr.ctypes.data, self._buffers[tname][0], arr.nbytes,
+                                                      d2h, stream), f"copying '{tname}' from the GPU")
+        _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        return outs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise BackendError("tensorrt: this backend has been closed")
+        batch = validate_feeds(feeds, self._inputs)
+        arrays = {s.name: np.ascontiguousarray(feeds[s.name]) for s in self._inputs}
+        with self._lock:
+            if batch is None or batch <= self.max_batch:
+                return self._run_one(arrays)
+            dynamic = {s.name for s in self._inputs if s.dynamic_batch}
+            parts = [self._run_one({k: (a[sl] if k in dynamic else a) for k, a in arrays.items()})
+                     for sl in batch_chunks(batch, self.max_batch)]
+        return {s.name: (np.concatenate([p[s.name] for p in parts]) if s.dynamic_batch else parts[-1][s.name])
+                for s in self._outputs}
+
+    def describe(self) -> str:
+        return (f"tensorrt {self.trt_version} {self.precision} on {self.gpu.name} "
+                f"(sm {self.gpu.compute_capability}), batch 1-{self.max_batch}, engine {self.engine_source}")
+
+    # --- cleanup ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the device buffers and the stream; the backend cannot run afterwards."""
+        if getattr(self, "_closed", True):
+            return
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.acquire()
+        try:
+            self._closed = True
+            cudart = self._cudart
+            for ptr, _ in self._buffers.values():
+                try:
+                    cudart.cudaFree(ptr)
+                except Exception:
+                    pass
+            self._buffers.clear()
+            try:
+                cudart.cudaStreamDestroy(self._stream)
+            except Exception:
+                pass
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

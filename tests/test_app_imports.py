@@ -1,0 +1,33 @@
+"""The application layer runs on a robot with numpy + OpenCV + onnxruntime only: no torch, no training code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = (
+    "import sys, lldif_edge.app, lldif_edge.app.detection_study, lldif_edge.app.fake; "
+    "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'lldif_edge.lldif'))]; "
+    "assert not bad, bad"
+)
+
+
+def test_importing_the_app_does_not_import_torch():
+    r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_app_works_when_torch_cannot_be_imported(tmp_path):
+    # a `torch` that fails on import, first on the path: the app must not touch it
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch on this robot')\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import numpy as np\n"
+        "from lldif_edge.app import Recognizer, HaarDetector\n"
+        "from lldif_edge.app.fake import BrightnessPredictor\n"
+        "r = Recognizer(BrightnessPredictor(), HaarDetector())\n"
+        "assert r.process(np.zeros((240, 320, 3), np.uint8)) == []\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,173 @@
+"""The Recognizer API (lldif_edge.app.recognizer) with a fake predictor and a fake detector."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from lldif_edge.app import recognizer as rec_mod
+from lldif_edge.app.fake import BrightnessPredictor
+from lldif_edge.app.recognizer import Face, Recognizer, crop_box, default_package
+from lldif_edge.errors import LldifError, PackageError
+
+
+class BoxesDetector:
+    """Returns boxes stored in the frame's first pixel row: frame[0, i] = box index + 1 of BOXES."""
+
+    BOXES = [(20, 30, 60, 60, 0.9), (150, 40, 50, 50, 0.8), (90, 120, 40, 40, 0.7)]
+
+    def detect(self, frame):
+        ids = [int(v) - 1 for v in frame[0, :3, 0] if v]
+        return [self.BOXES[i] for i in ids]
+
+
+def frame_with(ids, level):
+    f = np.full((200, 240, 3), level, np.uint8)
+    f[0, :3] = 0
+    for k, i in enumerate(ids):
+        f[0, k] = i + 1
+    return f
+
+
+def test_crop_box_square_shifted_and_clipped():
+    assert crop_box((40, 40, 20, 20), (100, 100), 0.1) == (38, 38, 62, 62)
+    x0, y0, x1, y1 = crop_box((0, 0, 30, 30), (100, 200), 0.2)  # at a corner: shifted inside, still square
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 == 42
+    x0, y0, x1, y1 = crop_box((150, 80, 50, 20), (100, 200), 0.1)  # wide box at the right edge
+    assert x1 == 200 and x1 - x0 == y1 - y0 == 60
+    # bigger than the frame: the largest square that fits, centred on the box
+    assert crop_box((0, 0, 100, 100), (80, 120), 0.1) == (10, 0, 90, 80)
+
+
+def test_crops_rgb_or_gray_from_the_original_frame():
+    frame = np.zeros((100, 100, 3), np.uint8)
+    frame[..., 0] = 10  # B
+    frame[..., 2] = 200  # R
+    r = Recognizer(BrightnessPredictor(), BoxesDetector())
+    c = r.crop(frame, (10, 10, 50, 50))
+    assert c.shape == (60, 60, 3) and c[0, 0, 0] == 200 and c[0, 0, 2] == 10  # RGB
+    g = Recognizer(BrightnessPredictor(channels=1), BoxesDetector()).crop(frame, (10, 10, 50, 50))
+    assert g.ndim == 2 and g.shape == (60, 60)
+    gray_frame = np.full((100, 100), 7, np.uint8)
+    c = r.crop(gray_frame, (10, 10, 50, 50))
+    assert c.shape == (60, 60, 3)
+    c[:] = 0
+    assert gray_frame.min() == 7  # a copy, not a view
+
+
+def test_process_faces_labels_and_tracks():
+    r = Recognizer(BrightnessPredictor(), BoxesDetector(), smoothing=0.5)
+    faces = r.process(frame_with([0, 1], 250))
+    assert [f.track_id for f in faces] == [1, 2]
+    f = faces[0]
+    assert isinstance(f, Face) and f.box == (20, 30, 60, 60) and f.score == 0.9
+    assert f.label == "neutral" and f.confidence == pytest.approx(max(f.probabilities.values()))
+    assert list(f.probabilities) == r.classes and sum(f.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    d = f.to_dict()
+    assert d["box"] == [20, 30, 60, 60] and d["label"] == "neutral" and d["track_id"] == 1
+    # next frame darker: the smoothed probabilities move half way, the id stays
+    f2 = r.process(frame_with([1, 0], 0))
+    assert sorted(x.track_id for x in f2) == [1, 2]
+    assert 0 < f2[1].probabilities["angry"] < 0.9
+    # stateless mode
+    f3 = r.process(frame_with([0], 0), track=False)
+    assert f3[0].track_id == -1 and f3[0].label == "angry"
+    assert r.process(frame_with([], 0)) == []
+
+
+def test_predict_and_shape_check():
+    r = Recognizer(BrightnessPredictor(), BoxesDetector())
+    probs = r.predict([np.zeros((48, 48), np.uint8), np.full((64, 64, 3), 255, np.uint8)])
+    assert probs.shape == (2, 7) and probs.dtype == np.float32
+    assert r.classes[int(probs[0].argmax())] == "angry" and r.classes[int(probs[1].argmax())] == "neutral"
+    assert r.predict(np.zeros((3, 48, 48), np.uint8)).shape == (3, 7)
+    probs = r.predict_one(np.zeros((48, 48), np.uint8))
+    assert max(probs, key=probs.get) == "angry"
+
+    class Broken(BrightnessPredictor):
+        def predict(self, faces):
+            return np.zeros((len(faces), 3), np.float32)
+
+    with pytest.raises(LldifError, match="shape"):
+        Recognizer(Broken(), BoxesDetector()).predict([np.zeros((8, 8), np.uint8)])
+
+
+def stream_frames(seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(12):
+        ids = [int(i) for i in rng.permutation(3)[: rng.integers(0, 4)]]
+        out.append(frame_with(ids, int(rng.integers(0, 256))))
+    return out
+
+
+def test_concurrent_process_and_predict_equal_sequential():
+    streams = {s: stream_frames(s) for s in range(4)}
+    seq = Recognizer(BrightnessPredictor(), BoxesDetector())
+    expected = {s: [seq.process(f, stream=s) for f in frames] for s, frames in streams.items()}
+    crops = [np.full((40, 40), v, np.uint8) for v in range(0, 256, 16)]
+    expected_probs = seq.predict(crops)
+
+    shared = Recognizer(BrightnessPredictor(), BoxesDetector())
+    got, got_probs = {}, []
+    barrier = threading.Barrier(6)
+
+    def feed(s):
+        barrier.wait()
+        got[s] = [shared.process(f, stream=s) for f in streams[s]]
+
+    def classify():
+        barrier.wait()
+        for _ in range(5):
+            got_probs.append(shared.predict(crops))
+
+    threads = [threading.Thread(target=feed, args=(s,)) for s in streams]
+    threads += [threading.Thread(target=classify) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected
+    for pr in got_probs:
+        np.testing.assert_array_equal(pr, expected_probs)
+
+
+def test_reset_forgets_tracks():
+    r = Recognizer(BrightnessPredictor(), BoxesDetector())
+    assert r.process(frame_with([0], 100))[0].track_id == 1
+    assert r.process(frame_with([2], 100))[0].track_id == 2
+    r.reset()
+    assert r.process(frame_with([2], 100))[0].track_id == 1
+
+
+def test_load_uses_runtimes_lazily(tmp_path, monkeypatch):
+    seen = {}
+
+    def load_pipeline(package, backend, device):
+        seen.update(package=package, backend=backend, device=device)
+        return BrightnessPredictor()
+
+    import lldif_edge.runtimes as runtimes
+
+    monkeypatch.setattr(runtimes, "load_pipeline", load_pipeline, raising=False)
+    r = Recognizer.load(tmp_path, backend="openvino", device="cpu", detector=BoxesDetector(), smoothing=1.0)
+    assert seen == {"package": tmp_path, "backend": "openvino", "device": "cpu"}
+    assert r.classes[3] == "happy" and r.tracker_args["alpha"] == 1.0
+    monkeypatch.delattr(runtimes, "load_pipeline")
+    with pytest.raises(LldifError, match="runtime"):
+        Recognizer.load(tmp_path, detector=BoxesDetector())
+
+
+def test_default_package(tmp_path, monkeypatch):
+    weights = tmp_path / "lldif_edge" / "weights"
+    fake_file = tmp_path / "lldif_edge" / "app" / "recognizer.py"
+    monkeypatch.setattr(rec_mod, "__file__", str(fake_file))
+    with pytest.raises(PackageError, match="--package"):
+        default_package()
+    (weights / "default_fp32").mkdir(parents=True)
+    assert default_package() == weights / "default_fp32"
+    (weights / "default_int8").mkdir()
+    assert default_package() == weights / "default_int8"
+

@@ -1,0 +1,110 @@
+"""The `lldif-edge` command: darken, and how user errors reach the terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_faces
+from typer.testing import CliRunner
+
+from lldif_edge.cli import app
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lldif_edge.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_darken_is_reproducible_and_writes_png(tmp_path):
+    src = make_faces(tmp_path / "src", 2, classes=["happy", "sad"], ext=".jpg")
+    runner = CliRunner()
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        result = runner.invoke(app, ["darken", str(src), str(tmp_path / name), "--seed", seed])
+        assert result.exit_code == 0, result.output
+    a, b, c = (_files(tmp_path / n) for n in "abc")
+    assert sorted(a) == ["happy/000.png", "happy/001.png", "sad/000.png", "sad/001.png"]
+    assert all(v[:8] == PNG_MAGIC for v in a.values())
+    assert a == b  # same seed: byte-identical
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)  # other seed: other pixels
+    original = cv2.imread(str(src / "happy" / "000.jpg"), cv2.IMREAD_UNCHANGED)
+    dark = cv2.imread(str(tmp_path / "a" / "happy" / "000.png"), cv2.IMREAD_UNCHANGED)
+    assert dark.shape == original.shape and dark.dtype == np.uint8
+    assert dark.mean() < original.mean()
+    assert not list((tmp_path / "a").rglob("*.tmp*"))
+
+
+def test_darken_output_of_a_file_does_not_depend_on_its_neighbours(tmp_path):
+    src = make_faces(tmp_path / "src", 3, classes=["happy"])
+    runner = CliRunner()
+    assert runner.invoke(app, ["darken", str(src), str(tmp_path / "all"), "--seed", "1"]).exit_code == 0
+    (src / "happy" / "000.png").unlink()
+    assert runner.invoke(app, ["darken", str(src), str(tmp_path / "some"), "--seed", "1"]).exit_code == 0
+    assert (tmp_path / "all/happy/001.png").read_bytes() == (tmp_path / "some/happy/001.png").read_bytes()
+
+
+def test_darken_skips_unreadable_files(tmp_path):
+    src = make_faces(tmp_path / "src", 1, classes=["happy"])
+    (src / "happy" / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(app, ["darken", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "out").keys() == {"happy/000.png"}
+
+
+def test_darken_missing_source_is_a_one_line_error(tmp_path):
+    proc = _cli("darken", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run the console-script entry point in-process; returns (exit code, stderr)."""
+    from lldif_edge.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lldif-edge", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_eval_missing_data_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from lldif_edge.lldif.checkpoint import save_checkpoint
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+
+    model = save_checkpoint(build_model(preset_config("tiny")), tmp_path / "m")
+    proc = _cli("eval", "--data", "/nonexistent", "--model", str(model))  # the real process, exit code and all
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "/nonexistent" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+    # A long path must not be wrapped onto a second line.
+    long = "/nonexistent/" + "x" * 150
+    code, err = _main(monkeypatch, capsys, "eval", "--data", long, "--model", str(model))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:") and long in err
+    # Without --model the error may name the missing default weights or the data, but stays one line.
+    code, err = _main(monkeypatch, capsys, "eval", "--data", "/nonexistent")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "eval", "darken"):
+        assert command in result.output

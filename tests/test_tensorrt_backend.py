@@ -1,0 +1,804 @@
+"""TensorRT backend: everything that can be checked without TensorRT or a GPU.
+
+NOT EXECUTED HERE: the real TensorRT build and run path. This machine has no GPU and no `tensorrt` or
+`cuda-python`; nothing in this file loads libnvinfer or touches CUDA. The pure helpers (cache key, cache
+reuse, dtype mapping, profiles, precision, Q/DQ detection, feed validation) are tested directly. The
+orchestration in `TensorRTBackend` (build -> cache -> load -> run -> chunk -> rebuild) is exercised against
+small fakes of the `tensorrt` and `cuda.bindings.runtime` modules written from NVIDIA's documented TensorRT 10
+and cuda-python APIs: they check our control flow and data movement, not TensorRT's behaviour.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import logging
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lldif_edge.errors import BackendError
+from lldif_edge.runtimes import tensorrt_backend as tb
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe():
+    tb._probe.cache_clear()
+    yield
+    tb._probe.cache_clear()
+
+
+# --------------------------------------------------------------------------------------- small ONNX files
+def _affine_onnx(path: Path) -> Path:
+    """y = 2 * x + s with x: (N, 3) dynamic batch, s: (1, 3) static."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["t", "s"], ["y"])], "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _qdq_onnx(path: Path, zp_type=TensorProto.INT8, zp: int = 0) -> Path:
+    """x -> QuantizeLinear -> DequantizeLinear -> Relu -> y: an explicitly quantised graph (symmetric int8 by
+    default, as TensorRT wants; uint8 or a non-zero zero point as ONNX Runtime's CPU target writes)."""
+    inits = [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("zp", zp_type, [], [zp])]
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"]),
+         helper.make_node("Relu", ["dq"], ["y"])], "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+# ------------------------------------------------------------------------------------------- pure helpers
+BASE = dict(onnx_sha256="ab" * 32, gpu_name="Orin", compute_capability="8.7", trt_version="10.3.0",
+            precision="fp16", max_batch=32, opt_batch=1)
+
+
+def test_cache_key_changes_with_each_component():
+    """Each key component (ONNX sha256, GPU, compute capability, TensorRT, precision, profile) matters."""
+    key = tb.engine_cache_key(**BASE)
+    assert key == tb.engine_cache_key(**BASE) and len(key) == 24 and int(key, 16) >= 0
+    assert key == tb.engine_cache_key(**{**BASE, "compute_capability": (8, 7)})  # same value, other spelling
+    changes = dict(onnx_sha256="cd" * 32, gpu_name="RTX 4090", compute_capability="8.9", trt_version="10.7.0",
+                   precision="int8", max_batch=16, opt_batch=4)
+    keys = {key}
+    for field, value in changes.items():
+        k = tb.engine_cache_key(**{**BASE, field: value})
+        assert k != key, field
+        keys.add(k)
+    assert len(keys) == len(changes) + 1
+
+
+def test_timing_cache_key_ignores_the_onnx_file():
+    a = tb.timing_cache_key("Orin", "8.7", "10.3.0", "fp16")
+    assert a == tb.timing_cache_key("Orin", (8, 7), "10.3.0", "fp16")
+    assert a != tb.timing_cache_key("Orin", "8.7", "10.4.0", "fp16")
+    assert a != tb.timing_cache_key("Orin", "8.7", "10.3.0", "fp32")
+    assert a != tb.timing_cache_key("Thor", "8.7", "10.3.0", "fp16")
+
+
+def test_cache_dir_env_and_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLDIF_EDGE_CACHE", str(tmp_path / "c"))
+    assert tb.cache_dir() == tmp_path / "c" / "tensorrt"
+    assert tb.cache_dir(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.delenv("LLDIF_EDGE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tb.cache_dir() == tmp_path / "home" / ".cache" / "lldif-edge" / "tensorrt"
+
+
+def test_cached_engine_reuse_decision(tmp_path):
+    fields = tb.engine_fields(**BASE)
+    engine, meta = tmp_path / "g.engine", tmp_path / "g.json"
+    assert tb.cached_engine_is_reusable(engine, meta, fields) == (False, "no cached engine")
+    engine.write_bytes(b"plan")
+    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    assert not ok and "missing" in why
+
+    tb.write_cached_engine(engine, meta, b"engine-bytes", fields)
+    assert tb.cached_engine_is_reusable(engine, meta, fields) == (True, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.engine", "g.json"]  # no temporary files left
+
+    other = tb.engine_fields(**{**BASE, "trt_version": "10.4.0"})
+    ok, why = tb.cached_engine_is_reusable(engine, meta, other)
+    assert not ok and "another" in why
+
+    engine.write_bytes(b"engine-bytez")  # same size, other content
+    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    assert not ok and "corrupt" in why
+    engine.write_bytes(b"engine")  # truncated
+    assert not tb.cached_engine_is_reusable(engine, meta, fields)[0]
+
+    tb.write_cached_engine(engine, meta, b"engine-bytes", fields)
+    meta.write_text("{not json")
+    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    assert not ok and "unreadable" in why
+
+
+def test_atomic_write_replaces_and_cleans_up(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "f.bin"
+    tb.atomic_write_bytes(target, b"one")
+    tb.atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tb.os, "replace", boom)
+    with pytest.raises(OSError):
+        tb.atomic_write_bytes(target, b"three")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("name, want", [("FLOAT", np.float32), ("HALF", np.float16), ("INT8", np.int8),
+                                        ("INT32", np.int32), ("INT64", np.int64), ("BOOL", np.bool_),
+                                        ("UINT8", np.uint8)])
+def test_dtype_mapping(name, want):
+    assert tb.numpy_dtype(name) == np.dtype(want)
+    assert tb.numpy_dtype(f"DataType.{name}") == np.dtype(want)
+    assert tb.numpy_dtype(types.SimpleNamespace(name=name)) == np.dtype(want)  # like a pybind11 enum member
+
+
+def test_dtype_mapping_rejects_types_numpy_lacks():
+    for name in ("BF16", "FP8", "INT4"):
+        with pytest.raises(BackendError, match=name):
+            tb.numpy_dtype(name)
+
+
+def test_parse_device():
+    assert [tb.parse_device(d) for d in (None, "cuda", "GPU", "cuda:1", "gpu:2")] == [0, 0, 0, 1, 2]
+    for bad in ("cpu", "cuda:x", "dla:0"):
+        with pytest.raises(BackendError):
+            tb.parse_device(bad)
+
+
+def test_parse_options(monkeypatch):
+    monkeypatch.delenv(tb.PRECISION_ENV, raising=False)
+    o = tb.parse_options({})
+    assert (o["precision"], o["max_batch"], o["opt_batch"], o["rebuild"]) == ("auto", 32, 1, False)
+    monkeypatch.setenv(tb.PRECISION_ENV, "FP16")
+    assert tb.parse_options({})["precision"] == "fp16"
+    assert tb.parse_options({"precision": "int8"})["precision"] == "int8"  # the option beats the environment
+    assert tb.parse_options({"max_batch": "8", "opt_batch": 4})["max_batch"] == 8
+    for bad in ({"precision": "bf16"}, {"max_batch": 0}, {"opt_batch": 64}, {"workspace_mb": -1},
+                {"max_batch": "many"}, {"intra_op_num_threads": 2}):
+        with pytest.raises(BackendError) as e:
+            tb.parse_options(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_resolve_precision_table():
+    assert tb.resolve_precision("auto", False) == ("fp32", None)
+    assert tb.resolve_precision("auto", True) == ("int8", None)
+    assert tb.resolve_precision("fp16", False) == ("fp16", None)
+    assert tb.resolve_precision("int8", True) == ("int8", None)
+    eff, warn = tb.resolve_precision("int8", False)
+    assert eff == "fp16" and "Q/DQ" in warn
+    eff, warn = tb.resolve_precision("fp32", True)
+    assert eff == "int8" and "quantised" in warn
+    assert tb.builder_flags("fp32") == [] and tb.builder_flags("fp16") == ["FP16"]
+    assert tb.builder_flags("int8") == ["INT8", "FP16"]
+
+
+def test_profile_shapes():
+    got = tb.profile_shapes({"cond": (-1, 64), "start_noise": (1, 16)}, opt_batch=1, max_batch=32)
+    assert got == {"cond": ((1, 64), (1, 64), (32, 64))}
+    assert tb.profile_shapes({"image": [-1, 1, 48, 48]}, 4, 8)["image"] == ((1, 1, 48, 48), (4, 1, 48, 48),
+                                                                             (8, 1, 48, 48))
+    with pytest.raises(BackendError, match="only the batch axis"):
+        tb.profile_shapes({"image": (-1, 1, -1, 48)}, 1, 8)
+    with pytest.raises(BackendError):
+        tb.profile_shapes({"image": (-1, 3)}, 9, 8)
+
+
+def test_batch_chunks():
+    assert tb.batch_chunks(70, 32) == [slice(0, 32), slice(32, 64), slice(64, 70)]
+    assert tb.batch_chunks(5, 32) == [slice(0, 5)]
+    with pytest.raises(BackendError):
+        tb.batch_chunks(0, 32)
+
+
+def test_validate_feeds():
+    f32 = np.dtype(np.float32)
+    specs = [tb.TensorSpec("x", f32, (-1, 3)), tb.TensorSpec("s", f32, (1, 3))]
+    s = np.zeros((1, 3), np.float32)
+    assert tb.validate_feeds({"x": np.zeros((5, 3), np.float32), "s": s}, specs) == 5
+    cases = [({"x": np.zeros((5, 3), np.float32)}, "missing"),
+             ({"x": np.zeros((5, 3), np.float32), "s": s, "z": s}, "unexpected"),
+             ({"x": np.zeros((5, 3), np.float64), "s": s}, "float32"),
+             ({"x": np.zeros((5, 4), np.float32), "s": s}, r"\(N, 3\)"),
+             ({"x": np.zeros((5, 3, 1), np.float32), "s": s}, "shape"),
+             ({"x": np.zeros((0, 3), np.float32), "s": s}, "empty"),
+             ({"x": [[0.0, 0.0, 0.0]], "s": s}, "numpy array"),
+             ({"x": np.zeros((5, 3), np.float32), "s": np.zeros((2, 3), np.float32)}, "shape")]
+    for feeds, msg in cases:
+        with pytest.raises(BackendError, match=msg) as e:
+            tb.validate_feeds(feeds, specs)
+        assert "\n" not in str(e.value)
+    two = [tb.TensorSpec("a", np.dtype(np.float32), (-1,)), tb.TensorSpec("b", np.dtype(np.float32), (-1,))]
+    with pytest.raises(BackendError, match="disagree"):
+        tb.validate_feeds({"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, two)
+
+
+# ---------------------------------------------------------------------------------------- Q/DQ detection
+def test_qdq_detection_with_onnx(tmp_path):
+    assert tb.onnx_has_qdq(_qdq_onnx(tmp_path / "q.onnx")) is True
+    assert tb.onnx_has_qdq(_affine_onnx(tmp_path / "a.onnx")) is False
+
+
+def test_qdq_detection_in_a_subgraph(tmp_path):
+    inner = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "sc"], ["o"])], "then", [],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2])],
+        [helper.make_tensor("w", TensorProto.INT8, [2], [1, 2]),
+         helper.make_tensor("sc", TensorProto.FLOAT, [], [0.5])])
+    other = helper.make_graph([helper.make_node("Identity", ["k"], ["o2"])], "else", [],
+                              [helper.make_tensor_value_info("o2", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor("k", TensorProto.FLOAT, [2], [0.0, 0.0])])
+    if_node = helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=other)
+    graph = helper.make_graph([if_node], "g",
+                              [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "if.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert tb.qdq_from_onnx(path) is True
+
+
+def test_qdq_detection_without_onnx(tmp_path, monkeypatch):
+    """Without `onnx` (a runtime-only install): the manifest's precision decides, else a byte scan."""
+    q, a = _qdq_onnx(tmp_path / "q.onnx"), _affine_onnx(tmp_path / "a.onnx")
+    monkeypatch.setattr(tb, "qdq_from_onnx", lambda path: None)
+    assert tb.onnx_has_qdq(q) is True and tb.onnx_has_qdq(a) is False  # byte scan
+    assert tb.qdq_from_bytes(q, chunk=7) is True  # tokens split across read chunks are still found
+    assert tb.onnx_has_qdq(a, manifest_precision="int8") is True  # the option
+    assert tb.onnx_has_qdq(q, manifest_precision="fp32") is False
+    (tmp_path / "manifest.json").write_text(json.dumps({"graphs": {"llformer": {"file": "a.onnx",
+                                                                                "precision": "int8"}}}))
+    assert tb.manifest_precision_for(a) == "int8" and tb.manifest_precision_for(q) is None
+    assert tb.onnx_has_qdq(a) is True  # the manifest beside the file
+
+
+def test_qdq_compatibility_with_tensorrt(tmp_path, monkeypatch):
+    """TensorRT's explicit quantisation needs symmetric int8 Q/DQ; the CPU target's uint8 is refused."""
+    assert tb.qdq_incompatibility(_qdq_onnx(tmp_path / "ok.onnx")) is None
+    assert "uint8" in tb.qdq_incompatibility(_qdq_onnx(tmp_path / "u8.onnx", TensorProto.UINT8, 128))
+    assert "non-zero" in tb.qdq_incompatibility(_qdq_onnx(tmp_path / "nz.onnx", TensorProto.INT8, 3))
+    no_zp = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "scale"], ["q"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("q", TensorProto.UINT8, [2])],
+                              [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])])
+    onnx.save(helper.make_model(no_zp, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "n.onnx"))
+    assert "uint8" in tb.qdq_incompatibility(tmp_path / "n.onnx")
+
+    # without onnx: the manifest's calibration record decides
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    u8 = _qdq_onnx(tmp_path / "m.onnx", TensorProto.UINT8, 128)
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    assert tb.qdq_incompatibility(u8) is None  # no manifest: nothing to go on, TensorRT will say
+    (tmp_path / "manifest.json").write_text(json.dumps({"calibration": {"target": "cpu",
+                                                                        "activation_type": "uint8"}}))
+    assert "uint8" in tb.qdq_incompatibility(u8)
+
+
+# ------------------------------------------------------------------------------ without tensorrt (here)
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
+def test_missing_tensorrt_is_a_clear_one_line_error(tmp_path):
+    """The real situation on this machine: no tensorrt package."""
+    ok, why = tb.TensorRTBackend.availability()
+    assert ok is False and tb.INSTALL_HINT in why
+    assert tb.TensorRTBackend.devices() == []
+    with pytest.raises(BackendError) as e:
+        tb.TensorRTBackend(_affine_onnx(tmp_path / "a.onnx"))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "pip install lldif-edge[tensorrt], or on Jetson use JetPack's TensorRT: see docs/jetson.md" in msg
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
+def test_registry_reports_missing_tensorrt():
+    from lldif_edge.runtimes.registry import backend_names, get_backend
+
+    if "tensorrt" not in backend_names():
+        pytest.skip("tensorrt is not registered yet")
+    with pytest.raises(BackendError, match=r"pip install lldif-edge\[tensorrt\]"):
+        get_backend("tensorrt")
+
+
+def test_runtime_import_does_not_pull_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, lldif_edge.runtimes.tensorrt_backend; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# ------------------------------------------------------------------ fakes of tensorrt and cuda-python
+# Written from the documented TensorRT 10 Python API and cuda-python's (error, value) return convention.
+# They validate our orchestration only; see the module docstring.
+MAGIC = b"FAKE-TRT-ENGINE:"
+
+
+class FakeCudart:
+    class cudaError_t:  # noqa: N801 - mirrors cuda-python's names
+        cudaSuccess = 0
+
+    class cudaMemcpyKind:  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, n_gpus: int = 1):
+        self.n_gpus, self.mem, self.next = n_gpus, {}, 0x1000
+        self.mallocs, self.frees, self.devices_set = 0, 0, []
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return 0, self.n_gpus
+
+    def cudaGetDeviceProperties(self, i):  # noqa: N802
+        return 0, types.SimpleNamespace(name=b"Fake Orin\0\0\0", major=8, minor=7, totalGlobalMem=8 << 30)
+
+    def cudaGetErrorString(self, err):  # noqa: N802
+        return 0, b"fake error"
+
+    def cudaSetDevice(self, i):  # noqa: N802
+        self.devices_set.append(i)
+        return (0,)
+
+    def cudaMalloc(self, n):  # noqa: N802
+        ptr, self.next = self.next, self.next + ((n + 0xFFF) // 0x1000 + 1) * 0x1000
+        self.mem[ptr] = bytearray(n)
+        self.mallocs += 1
+        return 0, ptr
+
+    def cudaFree(self, ptr):  # noqa: N802
+        del self.mem[ptr]
+        self.frees += 1
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):  # noqa: N802
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            assert n <= len(self.mem[dst])
+            self.mem[dst][:n] = ctypes.string_at(src, n)
+        else:
+            ctypes.memmove(dst, bytes(self.mem[src][:n]), n)
+        return (0,)
+
+    def cudaStreamCreate(self):  # noqa: N802
+        return 0, 77
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        return (0,)
+
+
+def _onnx_io(path):
+    """(inputs, outputs) as [(name, shape with -1 for symbolic dims)], like TensorRT's parsed network."""
+    model = onnx.load(str(path))
+    inits = {i.name for i in model.graph.initializer}
+
+    def shape(vi):
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+
+    return ([(i.name, shape(i)) for i in model.graph.input if i.name not in inits],
+            [(o.name, shape(o)) for o in model.graph.output])
+
+
+def make_fake_trt(cudart: FakeCudart, version: str = "10.3.0", weak_flags: bool = True):
+    trt = types.SimpleNamespace(__version__=version, builds=[], contexts=0)
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity=2: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if weak_flags else {}))
+
+    class Network:
+        def __init__(self):
+            self.inputs, self.outputs = [], []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            name, shape = self.inputs[i]
+            return types.SimpleNamespace(name=name, shape=tuple(shape))
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            self.network.inputs, self.network.outputs = _onnx_io(path)
+            return True
+
+    class TimingCache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return self.blob + b"+"
+
+    class Config:
+        def __init__(self):
+            self.flags, self.profiles, self.timing, self.pool = [], [], None, None
+
+        def set_flag(self, f):
+            self.flags.append(f)
+
+        def set_memory_pool_limit(self, pool, n):
+            self.pool = (pool, n)
+
+        def add_optimization_profile(self, p):
+            self.profiles.append(p)
+
+        def create_timing_cache(self, blob):
+            return TimingCache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.timing = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.timing
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            assert flags == 0
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            shapes = config.profiles[0].shapes if config.profiles else {}
+            for name, shape in network.inputs:  # TensorRT needs a profile entry for every dynamic input
+                if -1 in shape and name not in shapes:
+                    return None
+            trt.builds.append({"flags": list(config.flags), "profile": shapes, "pool": config.pool,
+                               "timing_in": config.timing.blob if config.timing else None})
+            info = {"inputs": network.inputs, "outputs": network.outputs,
+                    "max_batch": max((hi[0] for _, _, hi in shapes.values()), default=1)}
+            return MAGIC + json.dumps(info).encode()
+
+    class Context:
+        """Computes y = 2 * x + s (the affine test graph) from the fake device memory."""
+
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addr = engine, {}, {}
+
+        def set_input_shape(self, name, shape):
+            if shape[0] > self.engine.info["max_batch"] and dict(self.engine.info["inputs"])[name][0] == -1:
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            shape = dict(self.engine.info["inputs"] + self.engine.info["outputs"])[name]
+            batch = self.shapes.get("x", (1,))[0]
+            return [batch if d == -1 else d for d in shape]
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream):
+            assert isinstance(stream, int)
+
+            def read(name):
+                shape = self.shapes[name]
+                n = int(np.prod(shape)) * 4
+                return np.frombuffer(bytes(cudart.mem[self.addr[name]][:n]), np.float32).reshape(shape)
+
+            y = (2 * read("x") + read("s")).astype(np.float32)
+            cudart.mem[self.addr["y"]][:y.nbytes] = y.tobytes()
+            return True
+
+    class Engine:
+        def __init__(self, info):
+            self.info = info
+            self.io = ([(n, s, "INPUT") for n, s in info["inputs"]]
+                       + [(n, s, "OUTPUT") for n, s in info["outputs"]])
+
+        @property
+        def num_io_tensors(self):
+            return len(self.io)
+
+        def get_tensor_name(self, i):
+            return self.io[i][0]
+
+        def get_tensor_mode(self, name):
+            return {n: m for n, _, m in self.io}[name]
+
+        def get_tensor_dtype(self, name):
+            return types.SimpleNamespace(name="FLOAT")
+
+        def get_tensor_shape(self, name):
+            return list({n: s for n, s, _ in self.io}[name])
+
+        def create_execution_context(self):
+            trt.contexts += 1
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            data = bytes(data)
+            if not data.startswith(MAGIC):
+                return None
+            try:
+                return Engine(json.loads(data[len(MAGIC):]))
+            except ValueError:
+                return None
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+    return trt
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """Installs fake tensorrt + cuda-python; returns (trt, cudart, make_backend)."""
+    monkeypatch.delenv(tb.PRECISION_ENV, raising=False)
+    cudart = FakeCudart()
+    trt = make_fake_trt(cudart)
+    monkeypatch.setattr(tb, "_import_trt", lambda: trt)
+    monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+    tb._probe.cache_clear()
+    model = _affine_onnx(tmp_path / "affine.onnx")
+
+    def make(path=model, **options):
+        options.setdefault("cache_dir", tmp_path / "cache")
+        return tb.TensorRTBackend(path, **options)
+
+    return trt, cudart, make
+
+
+def _feeds(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((n, 3)).astype(np.float32), "s": np.array([[1, 2, 3]], np.float32)}
+
+
+def test_fake_build_cache_and_run(fake, tmp_path):
+    """Fake TensorRT: first construction builds and caches, the second loads the cached engine."""
+    trt, cudart, make = fake
+    assert tb.TensorRTBackend.availability() == (True, "") and tb.TensorRTBackend.devices() == ["cuda:0"]
+    b = make()
+    assert len(trt.builds) == 1 and b.engine_source.startswith("built")
+    build = trt.builds[0]
+    assert build["flags"] == [] and b.precision == "fp32"  # auto on an unquantised graph
+    assert build["profile"] == {"x": ((1, 3), (1, 3), (32, 3))}  # static input 's' needs no profile entry
+    assert b.input_names == ["x", "s"] and b.output_names == ["y"]
+    f = _feeds(3)
+    out = b.run(f)
+    np.testing.assert_allclose(out["y"], 2 * f["x"] + f["s"], rtol=1e-6)
+    d = b.describe()
+    assert "Fake Orin" in d and "10.3.0" in d and "fp32" in d and "sm 8.7" in d
+
+    cache = tmp_path / "cache"
+    engines = list(cache.glob("affine-*.engine"))
+    assert len(engines) == 1 and engines[0].with_suffix(".json").is_file()
+    assert len(list(cache.glob("timing-*.cache"))) == 1
+    assert not list(cache.glob(".*tmp"))
+
+    b2 = make()
+    assert len(trt.builds) == 1 and b2.engine_source == "cached"
+    np.testing.assert_allclose(b2.run(f)["y"], out["y"])
+
+
+def test_fake_timing_cache_is_shared_between_graphs(fake, tmp_path):
+    trt, _, make = fake
+    make()
+    other = _affine_onnx(tmp_path / "other.onnx")
+    make(other, max_batch=8)  # another engine (other file name, profile), same GPU/TensorRT/precision
+    assert len(trt.builds) == 2
+    assert trt.builds[0]["timing_in"] == b"" and trt.builds[1]["timing_in"] == b"+"
+
+
+def test_fake_rebuilds_corrupt_or_unloadable_engines(fake, tmp_path, caplog):
+    trt, _, make = fake
+    b = make()
+    engine = b.engine_path
+    data = engine.read_bytes()
+    engine.write_bytes(data[:-5] + b"XXXXX")  # corrupt: the sidecar's sha256 no longer matches
+    with caplog.at_level(logging.WARNING, logger=tb.__name__):
+        b2 = make()
+    assert len(trt.builds) == 2 and b2.engine_source.startswith("built")
+    assert "not reusable" in caplog.text and "corrupt" in caplog.text
+    caplog.clear()
+
+    # Intact on disk (sidecar matches) yet TensorRT refuses it, e.g. a plan from an incompatible build.
+    tb.write_cached_engine(engine, engine.with_suffix(".json"), b"garbage", b.fields)
+    with caplog.at_level(logging.WARNING, logger=tb.__name__):
+        b3 = make()
+    assert len(trt.builds) == 3 and "cannot be loaded" in caplog.text
+    np.testing.assert_allclose(b3.run(_feeds(2))["y"], b.run(_feeds(2))["y"])
+    assert engine.read_bytes().startswith(MAGIC)  # the rebuilt engine replaced the garbage
+
+
+def test_fake_key_changes_rebuild(fake):
+    trt, _, make = fake
+    a = make()
+    b = make(precision="fp16")
+    c = make(max_batch=8)
+    d = make(rebuild=True)
+    assert len(trt.builds) == 4
+    assert len({a.engine_path, b.engine_path, c.engine_path}) == 3 and d.engine_path == a.engine_path
+    assert trt.builds[1]["flags"] == ["FP16"] and b.precision == "fp16"
+    assert trt.builds[2]["profile"]["x"][2] == (8, 3)
+
+
+def test_fake_int8_from_qdq(fake, tmp_path, caplog):
+    trt, _, make = fake
+    q = _qdq_onnx(tmp_path / "q.onnx")
+    assert make(q).precision == "int8" and trt.builds[-1]["flags"] == ["INT8", "FP16"]
+    with caplog.at_level(logging.WARNING, logger=tb.__name__):
+        assert make(precision="int8").precision == "fp16"  # unquantised graph: no implicit calibration
+    assert "Q/DQ" in caplog.text and trt.builds[-1]["flags"] == ["FP16"]
+
+
+def test_fake_refuses_cpu_target_int8_before_building(fake, tmp_path):
+    trt, _, make = fake
+    with pytest.raises(BackendError, match="calibration target") as e:
+        make(_qdq_onnx(tmp_path / "u8.onnx", TensorProto.UINT8, 128))
+    assert "\n" not in str(e.value) and trt.builds == []
+
+
+def test_fake_trt11_without_precision_flags(monkeypatch, tmp_path):
+    """TensorRT >= 11 removed BuilderFlag.FP16/INT8: Q/DQ still builds int8, fp16 is refused clearly."""
+    cudart = FakeCudart()
+    trt = make_fake_trt(cudart, version="11.0.0", weak_flags=False)
+    monkeypatch.setattr(tb, "_import_trt", lambda: trt)
+    monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+    b = tb.TensorRTBackend(_qdq_onnx(tmp_path / "q.onnx"), cache_dir=tmp_path / "c")
+    assert b.precision == "int8" and trt.builds[-1]["flags"] == []
+    with pytest.raises(BackendError, match="FP16"):
+        tb.TensorRTBackend(_affine_onnx(tmp_path / "a.onnx"), cache_dir=tmp_path / "c", precision="fp16")
+
+
+def test_fake_chunks_batches_above_max_batch(fake):
+    _, _, make = fake
+    b = make(max_batch=4)
+    f = _feeds(10, seed=3)
+    np.testing.assert_allclose(b.run(f)["y"], 2 * f["x"] + f["s"], rtol=1e-6)
+
+
+def test_fake_buffers_are_reused_and_grown(fake):
+    _, cudart, make = fake
+    b = make()
+    b.run(_feeds(4))
+    after_first = cudart.mallocs
+    assert after_first == 3  # x, s, y
+    b.run(_feeds(4))
+    b.run(_feeds(2))
+    assert cudart.mallocs == after_first  # same or smaller shapes reuse the buffers
+    b.run(_feeds(200))  # > 256-byte minimum: x and y grow, s stays
+    assert cudart.mallocs == after_first + 2 and cudart.frees == 2
+    b.close()
+    assert cudart.mem == {}
+    with pytest.raises(BackendError, match="closed"):
+        b.run(_feeds(1))
+
+
+def test_fake_run_is_thread_safe(fake):
+    _, _, make = fake
+    b = make()
+    errors = []
+
+    def work(seed):
+        try:
+            for k in range(20):
+                f = _feeds(1 + (seed + k) % 5, seed=seed * 100 + k)
+                np.testing.assert_allclose(b.run(f)["y"], 2 * f["x"] + f["s"], rtol=1e-6)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_fake_input_errors(fake):
+    _, _, make = fake
+    b = make()
+    with pytest.raises(BackendError, match="float32"):
+        b.run({"x": np.zeros((2, 3)), "s": np.zeros((1, 3), np.float32)})
+    with pytest.raises(BackendError, match="unknown option"):
+        make(intra_op_num_threads=2)
+    with pytest.raises(BackendError, match="no CUDA device 3"):
+        make(device="cuda:3")
+    with pytest.raises(BackendError, match="does not exist"):
+        make(Path("/nonexistent/x.onnx"))
+
+
+def test_fake_availability_reasons(monkeypatch):
+    cudart = FakeCudart(n_gpus=0)
+    monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(tb, "_import_trt", lambda: make_fake_trt(cudart))
+    ok, why = tb.TensorRTBackend.availability()
+    assert not ok and "no CUDA GPU" in why
+
+    tb._probe.cache_clear()
+    monkeypatch.setattr(tb, "_import_trt", lambda: make_fake_trt(cudart, version="8.6.1"))
+    ok, why = tb.TensorRTBackend.availability()
+    assert not ok and "8.6.1" in why and ">= 10" in why
+
+    def no_cuda():
+        raise ImportError("No module named 'cuda'")
+
+    tb._probe.cache_clear()
+    monkeypatch.setattr(tb, "_import_trt", lambda: make_fake_trt(cudart))
+    monkeypatch.setattr(tb, "_import_cudart", no_cuda)
+    ok, why = tb.TensorRTBackend.availability()
+    assert not ok and "cuda-python" in why
+
+
+def test_fake_parse_and_build_failures_are_one_line(fake, monkeypatch, tmp_path):
+    trt, _, make = fake
+
+    class BadParser:
+        num_errors = 2
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return False
+
+        def get_error(self, i):
+            return f"In node {i} (Foo): UNSUPPORTED_NODE: no importer\nstack..."
+
+    good_parser = trt.OnnxParser
+    monkeypatch.setattr(trt, "OnnxParser", BadParser)
+    with pytest.raises(BackendError, match=r"cannot parse affine.onnx: In node 0 .* \(and 1 more\)") as e:
+        make()
+    assert "\n" not in str(e.value)
+
+    monkeypatch.setattr(trt, "OnnxParser", good_parser)
+    monkeypatch.setattr(trt.Builder, "build_serialized_network", lambda self, network, config: None)
+    with pytest.raises(BackendError, match="building an engine for affine.onnx failed"):
+        make()
+    assert not list((tmp_path / "cache").glob("*.engine"))  # nothing half-written is left to be reused

@@ -1,0 +1,175 @@
+"""Training on tiny synthetic data: it learns, stage 2 recovers the EPD, resume and DDP work.
+
+Everything uses the tiny preset and a few hundred 48x48 images, so each run takes seconds on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from lldif_edge.cli import app  # noqa: E402
+from lldif_edge.lldif.checkpoint import load_checkpoint  # noqa: E402
+from lldif_edge.lldif.train import Reporter, TrainConfig, plan_phases, train  # noqa: E402
+
+CHANCE = 1 / 7
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.records: list[dict] = []
+        self.steps = 0
+
+    def step(self, loss: float, acc: float) -> None:
+        self.steps += 1
+
+    def end_epoch(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def _config(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), preset="tiny", batch_size=16, lr=3e-3, darken_p=0.5, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, faces_train, faces_val):
+    """One full two-stage run (s1 6 epochs, dm 2, joint 4), shared by the tests below."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    rec = Recorder()
+    best = train(_config(faces_train, out, val=str(faces_val), epochs=6, stage2_epochs=6), rec)
+    return out, best, rec
+
+
+def test_plan_phases():
+    tc = TrainConfig(data="d", out="o", epochs=10, stage2_epochs=6)
+    assert plan_phases(tc) == [("s1", 10), ("dm", 2), ("joint", 4)]
+    tc.stage = "2"
+    assert plan_phases(tc) == [("dm", 2), ("joint", 4)]
+    tc.stage, tc.prior = "all", False
+    assert plan_phases(tc) == [("s1", 10), ("s2", 6)]
+    tc.stage = "1"
+    assert plan_phases(tc) == [("s1", 10)]
+
+
+def test_tiny_preset_learns_well_above_chance(trained):
+    out, best, rec = trained
+    assert best == out / "best.safetensors" and best.is_file()
+    assert [r["phase"] for r in rec.records] == ["s1"] * 6 + ["dm"] * 2 + ["joint"] * 4
+    assert rec.steps == 12 * (7 * 24 // 16)
+    meta = json.loads(best.with_suffix(".json").read_text())
+    m = meta["metrics"]
+    assert m["phase"] in ("dm", "joint")  # the deployable model uses the sampler, not the labels
+    assert m["val_lowlight_acc"] > 0.6 > 4 * CHANCE
+    assert m["val_normal_acc"] > 0.6
+    assert m["val_images"] == 56
+    assert meta["config"]["preset"] == "tiny"
+    for name in ("stage1.safetensors", "stage1_best.safetensors", "last.pt"):
+        assert (out / name).is_file()
+
+
+def test_stage2_recovers_the_epd(trained):
+    out, _, rec = trained
+    history = torch.load(out / "last.pt", weights_only=True)["history"]
+    assert [h["global_epoch"] for h in history] == list(range(1, 13))
+    assert history == rec.records
+    l1 = [h["epd_l1"] for h in history if h["phase"] in ("dm", "joint")]
+    assert len(l1) == 6 and all(v > 0 for v in l1)
+    assert l1[-1] < 0.95 * l1[0]
+    assert min(l1[-2:]) < min(l1[:2])
+    assert all(h["epd_l1"] == 0 for h in history if h["phase"] == "s1")
+
+
+def test_eval_cli_on_the_trained_run(trained, faces_val, tmp_path):
+    out, _, _ = trained
+    png = tmp_path / "cm.png"
+    result = CliRunner().invoke(app, ["eval", "--data", str(faces_val), "--model", str(out), "--darken",
+                                      "--seed", "3", "--json", "--confusion", str(png)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["images"] == 56 and report["darkened"] is True
+    assert report["accuracy"] > 0.6
+    assert set(report["per_class"]) == set(load_checkpoint(out)[0].cfg.classes)
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_prior_ablation_trains(faces_train, tmp_path):
+    rec = Recorder()
+    best = train(_config(faces_train, tmp_path, epochs=2, stage2_epochs=1, prior=False), rec)
+    assert [r["phase"] for r in rec.records] == ["s1", "s1", "s2"]
+    model, _ = load_checkpoint(best)
+    assert model.cfg.prior is False
+
+
+def test_tiny_dataset_and_short_phases_train(tmp_path):
+    """Fewer images than one batch, one epoch per phase: the LR schedule must still be valid."""
+    from conftest import make_faces
+
+    data = make_faces(tmp_path / "data", 1)
+    rec = Recorder()
+    best = train(_config(data, tmp_path / "out", epochs=1, stage2_epochs=2, batch_size=64), rec)
+    assert [r["phase"] for r in rec.records] == ["s1", "dm", "joint"]
+    assert best.is_file()
+
+
+def test_resume_after_stage1_continues_with_stage2(faces_train, tmp_path):
+    runner = CliRunner()
+    common = ["train", "--data", str(faces_train), "--out", str(tmp_path), "--preset", "tiny", "--epochs", "2",
+              "--stage2-epochs", "2", "--batch-size", "32", "--threads", "1"]
+    first = runner.invoke(app, [*common, "--stage", "1"])
+    assert first.exit_code == 0, first.output
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert [h["phase"] for h in state["history"]] == ["s1", "s1"]
+    assert (tmp_path / "stage1.safetensors").is_file()
+
+    second = runner.invoke(app, [*common, "--stage", "all", "--resume"])
+    assert second.exit_code == 0, second.output
+    history = torch.load(tmp_path / "last.pt", weights_only=True)["history"]
+    assert [h["phase"] for h in history] == ["s1", "s1", "dm", "joint"]  # stage 1 was not repeated
+    assert [h["global_epoch"] for h in history] == [1, 2, 3, 4]
+    assert (tmp_path / "best.safetensors").is_file()
+
+    # Resuming a finished run is a no-op that still names the best checkpoint.
+    third = runner.invoke(app, [*common, "--stage", "all", "--resume"])
+    assert third.exit_code == 0, third.output
+    assert len(torch.load(tmp_path / "last.pt", weights_only=True)["history"]) == 4
+
+
+def test_stage2_without_stage1_is_a_user_error(faces_train, tmp_path):
+    from lldif_edge.errors import LldifError
+
+    with pytest.raises(LldifError, match="stage-1 checkpoint"):
+        train(_config(faces_train, tmp_path, stage="2", epochs=1))
+
+
+def test_ddp_two_processes(faces_train, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lldif_edge.cli", "train", "--data", str(faces_train), "--out", str(tmp_path / "ddp"),
+           "--preset", "tiny", "--epochs", "1", "--stage2-epochs", "2", "--batch-size", "32", "--threads", "1"]
+    # Own process group, so a hang cannot leave orphaned workers behind.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("torchrun timed out:\n" + stdout[-2000:] + stderr[-2000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    out = tmp_path / "ddp"
+    assert (out / "best.safetensors").is_file() and (out / "best.json").is_file()
+    history = torch.load(out / "last.pt", weights_only=True)["history"]
+    assert [h["phase"] for h in history] == ["s1", "dm", "joint"]  # rank 0 alone records
+    model, _ = load_checkpoint(out)
+    assert model(torch.rand(2, 3, 48, 48)).shape == (2, 7)
