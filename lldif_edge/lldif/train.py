@@ -254,6 +254,8 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
                                                     pct_start=max(0.1, 1.5 / total))
         start_epoch = state["epoch_in_phase"] if pi == state["phase_index"] else 0
+        if phase == "dm" and start_epoch == 0:
+            state["best_acc"] = -1.0  # a stage-1 score (image-only EPD) must not outrank the sampler's
         if resumed is not None and pi == resumed["phase_index"] and start_epoch > 0:
             opt.load_state_dict(resumed["optimizer"])
             sched.load_state_dict(resumed["scheduler"])

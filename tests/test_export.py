@@ -1,0 +1,207 @@
+"""Export of the tiny model into a package, parity with torch on every backend here, tamper detection,
+bad package and bad input errors, the entry-point registry, and the no-torch runtime path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from lldif_edge.errors import BackendError, LldifError, PackageError
+from lldif_edge.export.onnx_export import export_package
+from lldif_edge.lldif.checkpoint import save_checkpoint
+from lldif_edge.lldif.config import preset_config
+from lldif_edge.lldif.model import build_model
+from lldif_edge.runtimes import load_pipeline
+from lldif_edge.synthetic import synthetic_faces
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny")).eval()
+    # Untrained BatchNorm statistics are identity; randomise them so the export sees non-trivial folding.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def package(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg") / "tiny-package"
+    export_package(tiny_ckpt, out, fused=True)
+    return out
+
+
+def torch_logits(ckpt, faces):
+    from lldif_edge.lldif.checkpoint import load_checkpoint
+    from lldif_edge.lldif.train import predict_logits
+
+    model, _ = load_checkpoint(ckpt)
+    return predict_logits(model, faces[..., None])
+
+
+def test_manifest_records_graphs_sampler_and_verification(package):
+    m = json.loads((package / "manifest.json").read_text())
+    assert set(m["graphs"]) == {"cond", "denoiser", "llformer", "fused"}
+    assert m["pipeline"] == ["cond", "denoiser", "llformer"]
+    assert m["opset"] == 17 and m["sampler"]["steps"] == preset_config("tiny").sample_steps
+    assert len(m["sampler"]["start_noise"]) == preset_config("tiny").epd_dim
+    v = m["verification"]
+    assert v["sub-graphs"]["top1_agreement"] == 1.0 and v["sub-graphs"]["max_abs_logit_diff"] < 1e-3
+    assert v["openvino_reads"] is True
+    for g in m["graphs"].values():
+        assert len(g["sha256"]) == 64 and g["precision"] == "fp32"
+        assert not list(package.glob("*.data"))  # weights stay inside each .onnx
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_backends_agree_with_torch(package, tiny_ckpt, backend):
+    faces, _ = synthetic_faces(20, seed=3)
+    pipe = load_pipeline(package, backend=backend)
+    probs = pipe.predict(faces)
+    ref = torch_logits(tiny_ckpt, faces)
+    assert probs.shape == (20, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (probs.argmax(1) == ref.argmax(1)).all()
+    np.testing.assert_allclose(np.log(probs) - np.log(probs).mean(1, keepdims=True),
+                               ref - ref.mean(1, keepdims=True), atol=1e-3)
+
+
+def test_fused_graph_matches_sub_graphs(package):
+    faces, _ = synthetic_faces(8, seed=4)
+    a = load_pipeline(package).predict(faces)
+    b = load_pipeline(package, fused=True).predict(faces)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_single_face_rgb_and_batch_array_inputs(package):
+    faces, _ = synthetic_faces(3, seed=5)
+    pipe = load_pipeline(package)
+    batch = pipe.predict(faces)
+    one = pipe.predict(faces[0])
+    rgb = pipe.predict(np.repeat(faces[0][..., None], 3, axis=-1))
+    np.testing.assert_allclose(one[0], batch[0], atol=1e-5)
+    np.testing.assert_allclose(rgb[0], batch[0], atol=1e-2)
+
+
+def test_bad_inputs_are_clear_errors(package):
+    pipe = load_pipeline(package)
+    with pytest.raises(LldifError, match="empty batch"):
+        pipe.predict([])
+    with pytest.raises(LldifError, match="uint8"):
+        pipe.predict([np.zeros((48, 48), np.float32)])
+    with pytest.raises(LldifError, match="shape"):
+        pipe.logits(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(LldifError, match="float32"):
+        pipe.logits(np.zeros((1, 3, 48, 48), np.float64))
+
+
+def test_tampered_or_missing_file_is_refused(package, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(package, copy)
+    data = bytearray((copy / "llformer.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "llformer.onnx").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="llformer.onnx does not match its sha256"):
+        load_pipeline(copy)
+    (copy / "cond.onnx").unlink()
+    with pytest.raises(PackageError, match="cond.onnx is missing"):
+        load_pipeline(copy)
+
+
+def test_not_a_package_and_unknown_backend(package, tmp_path):
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_pipeline(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(PackageError, match="unreadable manifest"):
+        load_pipeline(tmp_path)
+    with pytest.raises(BackendError, match="unknown backend 'nope'"):
+        load_pipeline(package, backend="nope")
+
+
+def test_export_refuses_non_empty_out_and_leaves_it_intact(tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(PackageError, match="not empty"):
+        export_package(tiny_ckpt, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_package(tiny_ckpt, out, force=True)
+    assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folders left
+
+
+def test_runtime_path_never_imports_torch(package):
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        import lldif_edge, lldif_edge.runtimes, lldif_edge.app
+        from lldif_edge.runtimes import load_pipeline
+        from lldif_edge.synthetic import synthetic_faces
+        p = load_pipeline({str(package)!r})
+        p.predict(synthetic_faces(2)[0])
+        assert "torch" not in sys.modules, "torch was imported"
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_third_party_backend_joins_through_entry_points(package, tmp_path):
+    """A package that declares an entry point in group lldif_edge.runtimes is picked up by name."""
+    site = tmp_path / "site"
+    (site / "mybackend").mkdir(parents=True)
+    (site / "mybackend" / "__init__.py").write_text(textwrap.dedent("""
+        from lldif_edge.runtimes.onnxruntime_backend import OnnxRuntimeBackend
+        class Echo(OnnxRuntimeBackend):
+            name = "echo"
+            def describe(self):
+                return "echo backend"
+    """))
+    dist = site / "mybackend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mybackend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[lldif_edge.runtimes]\necho = mybackend:Echo\n")
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(site)!r})
+        from lldif_edge.runtimes import backend_names, load_pipeline
+        assert "echo" in backend_names(), backend_names()
+        p = load_pipeline({str(package)!r}, backend="echo")
+        print(p.describe())
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "echo backend" in r.stdout, r.stderr
+
+
+def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lldif_edge.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    out = tmp_path / "pkg"
+    r = cli("export", "--model", tiny_ckpt, "--out", out)
+    assert r.returncode == 0, r.stderr
+    r = cli("export", "--model", tiny_ckpt, "--out", out)
+    assert r.returncode == 2 and "not empty" in r.stderr
+    r = cli("eval", "--package", out, "--data", faces_val, "--darken", "--compare", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["agreement_with_torch"] == 1.0 and report["images"] == 56
+    r = cli("bench", "--package", out, "--runs", "10", "--batch", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert "onnxruntime" in res["runners"] and res["speedup_vs_torch_p50"] > 0
+    assert set(res["runners"]["onnxruntime"]["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
+    r = cli("info", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {b["backend"]: b for b in json.loads(r.stdout)["backends"]}
+    assert rows["onnxruntime"]["available"] and rows["torch"]["available"]
+    assert not rows["tensorrt"]["available"] and rows["tensorrt"]["why_not"]
