@@ -180,6 +180,34 @@ class HaarDetector:
         out.sort(key=lambda d: -d[2] * d[3])
         return out
 
+    def detect_near(self, frame_bgr: np.ndarray, box, face_px: int = 40) -> Detection | None:
+        """Re-find a known face in a window around its last box, at the one scale where it is ~face_px wide.
+
+        Searching a few scales of a small window costs a fraction of a full-frame pass; `Recognizer` uses it
+        between full detections.
+        """
+        x, y, w, h = (int(v) for v in box[:4])
+        H, W = frame_bgr.shape[:2]
+        pad = w // 2
+        x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        roi = frame_bgr[y0:y1, x0:x1]
+        grey = roi if roi.ndim == 2 else cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY)
+        s = face_px / max(w, 1)
+        small = self.brightener(cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+        lo, hi = int(face_px * 0.7), int(face_px * 1.45)
+        with self._lock:
+            boxes, counts = self._cascade.detectMultiScale2(
+                small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(lo, lo),
+                maxSize=(hi, hi))
+        if len(boxes) == 0:
+            return None
+        i = int(np.argmax([bw * bh for _, _, bw, bh in boxes]))
+        bx, by, bw, bh = boxes[i]
+        n = float(np.ravel(counts)[i])
+        return (x0 + round(bx / s), y0 + round(by / s), round(bw / s), round(bh / s), n / (n + self.min_neighbors))
+
 
 class YuNetDetector:
     """OpenCV YuNet (2023mar) via `cv2.FaceDetectorYN` on a BGR frame downscaled to at most `max_width` px."""
