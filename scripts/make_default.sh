@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# After scripts/train_default.sh: distil the default model's sampler, ship it as the embedded default
+# (checkpoint + FP32 and INT8 packages) and measure everything the model card quotes.
+# Results (JSON, PNG) go to build/default/; the shipped files to lldif_edge/weights/.
+set -euo pipefail
+DATA=${DATA:-../shared/data/fer2013}
+RUNS=${RUNS:-runs}
+OUT=${OUT:-build/default}
+K=${K:-1}
+W=lldif_edge/weights
+mkdir -p "$OUT" "$W"
+ev() { lldif-edge eval --data "$DATA/val" --exclude "$DATA/train" --json "$@"; }
+
+# 1. the two-stage model and the ablation, low light (val darkened with seed 0, duplicates of train dropped)
+ev --model "$RUNS/lldif" --darken --confusion "$OUT/confusion_lowlight.png" > "$OUT/eval_lldif_lowlight.json"
+ev --model "$RUNS/lldif" > "$OUT/eval_lldif_normal.json"
+ev --model "$RUNS/noprior" --darken > "$OUT/eval_noprior_lowlight.json"
+ev --model "$RUNS/noprior" > "$OUT/eval_noprior_normal.json"
+
+# 2. sampler distillation to K=1 and K=2 (one epoch each, side by side)
+lldif-edge distill --model "$RUNS/lldif" --steps 1 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
+  --threads 1 --out "$RUNS/student_k1" > "$OUT/distill_k1.log" 2>&1 &
+lldif-edge distill --model "$RUNS/lldif" --steps 2 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
+  --threads 1 --out "$RUNS/student_k2" > "$OUT/distill_k2.log" 2>&1 &
+wait
+cp "$RUNS/student_k$K.safetensors" "$W/default.safetensors"
+cp "$RUNS/student_k$K.json" "$W/default.json"
+ev --darken --confusion "$OUT/confusion_default_lowlight.png" > "$OUT/eval_default_lowlight.json"
+ev > "$OUT/eval_default_normal.json"
+
+# 3. the shipped packages: FP32, and INT8 with data-free calibration (what `export --int8` does by default)
+lldif-edge export --out "$W/default_fp32" --force --verify-data "$DATA/val"
+lldif-edge eval --package "$W/default_fp32" --data "$DATA/val" --exclude "$DATA/train" --darken --compare --json \
+  > "$OUT/eval_fp32_package.json"
