@@ -327,8 +327,42 @@ def export(
     force: bool = typer.Option(False, help="Replace a non-empty --out"),
     verify_data: Path | None = typer.Option(None, help="Labelled folder of real faces for the parity check "
                                                            "(default: generated faces)"),
+    int8: bool = typer.Option(False, "--int8", help="Write an INT8 package (static QDQ, per-channel weights)"),
+    calib: Path | None = typer.Option(None, "--calib", help="--int8: folder of face crops or photos, or a video "
+                                                            "file (default: data-free calibration)"),
+    calib_camera: int | None = typer.Option(None, "--calib-camera", help="--int8: calibrate on camera N"),
+    calib_count: int = typer.Option(256, "--calib-count", min=1, help="--int8: number of calibration faces"),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="--int8: minmax | entropy | percentile"),
+    darken_calib: bool = typer.Option(False, "--darken", help="--int8: darken the normal-light calibration faces"),
+    eval_dir: Path | None = typer.Option(None, "--eval", help="--int8: labelled folder, darkened with seed 0, "
+                                                              "for FP32 vs INT8 accuracy and agreement"),
+    int8_target: str = typer.Option("cpu", "--int8-target", help="--int8: cpu (U8 activations, S8 weights) | "
+                                                                 "tensorrt (symmetric S8/S8)"),
+    int8_exclude: str | None = typer.Option(
+        None, "--int8-exclude", help="--int8: comma list to keep in float instead of measuring what to keep: "
+        "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
+        "ResidualAdd; or llformer:Softmax) or node names; '' quantizes everything"),
+    int8_keep_faster: bool = typer.Option(False, "--int8-keep-faster", help="--int8: also keep in FP32 the "
+                                          "sub-graphs whose INT8 version is slower on this machine"),
 ) -> None:
-    """Export a checkpoint into a verified model package of ONNX sub-graphs."""
+    """Export a checkpoint into a verified model package of ONNX sub-graphs (FP32, or INT8 with --int8)."""
+    if not int8:
+        given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
+                                      ("--int8-exclude", int8_exclude)) if v is not None]
+        if given or darken_calib:
+            raise LldifError(f"{', '.join(given + (['--darken'] if darken_calib else []))} only apply with --int8")
+    else:
+        from lldif_edge.calibration.int8 import export_int8
+
+        if fused:
+            console.print("[yellow]--fused is ignored with --int8: the INT8 package runs its sub-graphs")
+        exclude = None if int8_exclude is None else [e for e in int8_exclude.split(",") if e.strip()]
+        report = export_int8(model, out, calib=calib, calib_camera=calib_camera, calib_count=calib_count,
+                             method=calib_method, darken=darken_calib, target=int8_target, eval_dir=eval_dir,
+                             force=force, exclude=exclude, steps=steps, opset=opset, verify_data=verify_data,
+                             keep_faster_subgraphs=int8_keep_faster)
+        _print_int8(report)
+        return
     from lldif_edge.export.onnx_export import export_package
 
     manifest = export_package(model, out, steps=steps, opset=opset, fused=fused, force=force,
@@ -338,6 +372,32 @@ def export(
                   + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))
     console.print(f"verified on {v['source']}: max |logit diff| {v['sub-graphs']['max_abs_logit_diff']:.1e}, "
                   f"top-1 agreement {v['sub-graphs']['top1_agreement']:.4f}; OpenVINO reads it: {v['openvino_reads']}")
+
+
+def _print_int8(r: dict) -> None:
+    c = r["calibration"]
+    console.print(f"wrote {r['out']} in {r['seconds']:.0f} s: calibrated on {c['count']} faces from {c['source']} "
+                  f"({c['method']}, {c['target']}: {c['activation_type']} activations, {c['weight_type']} "
+                  f"per-channel weights); kept in float: {', '.join(c['kept_float']) or 'nothing'}", highlight=False)
+    lat = r.get("latency_ms_per_face", {})
+    table = Table(title="INT8 vs FP32 (ms: median per face, batch 1, 1 thread; ops: what ORT runs on this CPU)")
+    for col in ("graph", "precision", "FP32 kB", "kB", "int8 ops", "float conv/mm", "FP32 ms", "INT8 ms"):
+        table.add_column(col, justify="left" if col == "graph" else "right")
+    for name, g in r["graphs"].items():
+        table.add_row(name, g["precision"], f"{g['fp32_bytes'] / 1e3:.0f}", f"{g['bytes'] / 1e3:.0f}",
+                      str(g["ops"]["int8_kernel_count"]), str(g["ops"]["float_compute_count"]),
+                      f"{lat['fp32'][name]:.3f}" if lat else "", f"{lat['int8'][name]:.3f}" if lat else "")
+    if lat:
+        table.add_row("end to end", "", "", "", "", "", f"{lat['fp32']['end_to_end']:.3f}",
+                      f"{lat['int8']['end_to_end']:.3f}")
+    Console().print(table)
+    v = r["verification"]
+    console.print(f"top-1 agreement with FP32 on {v['source']}: {v['sub-graphs']['top1_agreement']:.4f} "
+                  f"({v['measured_with']})", highlight=False)
+    if "eval" in r:
+        e = r["eval"]
+        console.print(f"on --eval ({e['images']} darkened images): accuracy FP32 {e['fp32_accuracy']:.4f}, "
+                      f"INT8 {e['int8_accuracy']:.4f}; top-1 agreement {e['top1_agreement']:.4f}", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,9 @@
+"""Calibration and INT8 quantization (DESIGN section 4).
+
+* `sources`: calibration faces from a folder, a video, a camera or arrays (one reader protocol). Torch-free.
+* `datafree`: BN-statistic synthesis of calibration images, and its uniform-noise control. Needs torch.
+* `quantize`: static QDQ quantization of one sub-graph with ONNX Runtime, node groups, operator counts.
+* `int8`: `export_int8`, the whole `lldif-edge export --int8`: checkpoint -> verified INT8 package + report.
+
+Nothing is imported here, so `import lldif_edge.calibration.sources` stays light.
+"""

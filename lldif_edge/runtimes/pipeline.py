@@ -53,8 +53,8 @@ class Pipeline:
     # --- preprocessing -------------------------------------------------------------------------
     def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """uint8 face crops, each (H,W) grey or (H,W,3) RGB, any size -> float32 NCHW model input."""
-        # A single array is one face when it is (H,W) or (H,W,3); (N,H,W) and (N,H,W,C) are batches.
-        if isinstance(faces, np.ndarray) and (faces.ndim == 2 or (faces.ndim == 3 and faces.shape[-1] == 3)):
+        # A single array is one face when it is (H,W), (H,W,1) or (H,W,3); (N,H,W) and (N,H,W,C) are batches.
+        if isinstance(faces, np.ndarray) and (faces.ndim == 2 or (faces.ndim == 3 and faces.shape[-1] in (1, 3))):
             faces = [faces]
         if len(faces) == 0:
             raise LldifError("predict() got an empty batch of faces")

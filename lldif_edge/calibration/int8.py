@@ -1,0 +1,509 @@
+"""`lldif-edge export --int8`: a checkpoint -> an INT8 model package (DESIGN section 4).
+
+1. Export and verify the FP32 package (`export_package`) into a scratch folder.
+2. Calibration faces: a folder, a video, a camera (`sources`), or data-free (`datafree`: BN-statistic
+   synthesis, kept per sub-graph only where it beats the uniform-noise control).
+3. Run the FP32 pipeline on them and record what each sub-graph receives (cond: images; denoiser: cond
+   outputs + start noise; llformer: images + EPD), so every part is calibrated on its real inputs.
+4. ORT pre-processing, then static QDQ quantization with per-channel weights (`quantize`).
+5. Mixed precision by measurement: quantize everything, then measure what keeping each candidate in float
+   (a whole cond/denoiser sub-graph; each sub-graph's elementwise nodes; the Standardize, LayerNormalization,
+   Softmax, Gelu and residual-Add nodes of cond/llformer) buys in top-1 agreement and KL divergence with
+   FP32; keep in float only what pays (greedy, see `_better`). An explicit `exclude` list replaces the search.
+6. Write the package (PackageWriter: temp folder + rename; nothing lands in `out` on failure) with a report:
+   sizes, float ops ORT still runs, agreement/accuracy on `eval_dir`, latency FP32 vs INT8.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lldif_edge.calibration.quantize import (
+    GROUPS,
+    QuantSettings,
+    TensorReader,
+    calibrate_graph,
+    classify_ops,
+    node_groups,
+    optimized_op_counts,
+    preprocess_graph,
+    quantize_graph,
+)
+from lldif_edge.calibration.sources import collect_faces, open_source
+from lldif_edge.data import load_folder
+from lldif_edge.errors import LldifError, PackageError
+from lldif_edge.lowlight import darken_many
+from lldif_edge.package import PackageWriter, sha256_file, write_manifest
+from lldif_edge.runtimes.pipeline import Pipeline, softmax
+from lldif_edge.synthetic import synthetic_faces
+
+log = logging.getLogger(__name__)
+
+CALIB_BATCH = 32
+DATAFREE_MAX = 64  # synthesised faces: enough for ranges, about a minute on the base model
+SELECTION_FACES = 256  # generated faces used to choose precisions when calibration is data-free
+MIN_GAIN = 0.005  # keep a candidate in float when it raises top-1 agreement by this much...
+KL_FACTOR = 0.5  # ...or, at no loss of agreement, at least halves the mean KL divergence to FP32
+KL_FLOOR = 1e-5  # (by more than this: smaller KL changes are float noise)
+MIN_AGREEMENT = 0.8  # below this on the verification faces, no package is written
+FP32 = "fp32"
+
+
+# ---------------------------------------------------------------- small helpers
+def compare_logits(ref: np.ndarray, got: np.ndarray) -> dict:
+    p, q = softmax(ref), softmax(got)
+    kl = np.maximum((p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(-1), 0.0)
+    return {"top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+            "mean_kl": float(kl.mean()), "max_abs_logit_diff": float(np.abs(ref - got).max()),
+            "images": int(len(ref))}
+
+
+def _better(a: dict, b: dict, min_gain: float) -> bool:
+    """Is measurement `a` enough better than `b` to pay for keeping something in float?"""
+    da = a["top1_agreement"] - b["top1_agreement"]
+    return da >= min_gain - 1e-12 or (da >= -1e-12 and a["mean_kl"] <= KL_FACTOR * b["mean_kl"]
+                                       and b["mean_kl"] - a["mean_kl"] > KL_FLOOR)
+
+
+def batched_logits(pipe: Pipeline, faces: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([pipe.logits(pipe.preprocess(faces[i:i + batch])) for i in range(0, len(faces), batch)])
+
+
+def stage_feeds(pipe: Pipeline, faces: np.ndarray, batch: int = CALIB_BATCH) -> dict[str, list[dict]]:
+    """Run the FP32 pipeline on `faces` and record, per sub-graph, the input dict it received (per batch).
+
+    Every batch has the same size (the last one is topped up with the first faces again): ORT's histogram
+    calibrators stack the batches and fail on a short last one."""
+    batch = min(batch, len(faces))
+    faces = faces[np.arange(len(faces) + (-len(faces)) % batch) % len(faces)]
+    feeds: dict[str, list[dict]] = {name: [] for name, _ in pipe.stages}
+    for i in range(0, len(faces), batch):
+        tensors = {"image": pipe.preprocess(faces[i:i + batch]), **pipe.constants}
+        for name, stage in pipe.stages:
+            feed = {k: tensors[k] for k in stage.input_names}
+            feeds[name].append(feed)
+            tensors.update(stage.run(feed))
+    return feeds
+
+
+def measure_latency(pipes: dict[str, Pipeline], faces: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
+    """Median ms per face at batch 1 per stage and end to end; the pipelines take turns run by run, so a
+    change in machine load hits all of them alike."""
+    first = next(iter(pipes.values()))
+    xs = [first.preprocess(faces[i:i + 1]) for i in range(min(len(faces), 64))]  # a batch of one face
+    samples: dict[str, dict[str, list[float]]] = {k: {} for k in pipes}
+    for r in range(warmup + runs):
+        x = xs[r % len(xs)]
+        for key, pipe in pipes.items():
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            pipe.logits(x, timings)
+            total = (time.perf_counter() - t0) * 1e3
+            if r >= warmup:
+                for stage, ms in {**timings, "end_to_end": total}.items():
+                    samples[key].setdefault(stage, []).append(ms)
+    return {k: {stage: round(float(np.median(v)), 4) for stage, v in s.items()} for k, s in samples.items()}
+
+
+# ---------------------------------------------------------------- the workbench
+class _Workbench:
+    """Scratch state of one INT8 export: pre-processed graphs, range caches per calibration set, the quantized
+    variants already built, and a stage-wise evaluator for trying precision choices (a stage reruns only when
+    it or a stage before it changed)."""
+
+    def __init__(self, work: Path, fp32: Pipeline, settings: QuantSettings):
+        self.work, self.fp32_root, self.settings = work, fp32.root, settings
+        self.fp32_manifest = fp32.manifest
+        self.constants = dict(fp32.constants)
+        self.graphs = list(self.fp32_manifest["pipeline"])
+        self.pre: dict[str, Path] = {}
+        for g in self.graphs:
+            self.pre[g] = work / "pre" / f"{g}.onnx"
+            self.pre[g].parent.mkdir(parents=True, exist_ok=True)
+            preprocess_graph(self.fp32_file(g), self.pre[g])
+        self.groups = {g: node_groups(self.pre[g]) for g in self.graphs}
+        self._built: dict[tuple, Path] = {}
+        # How trials are measured: on the CPU target with ORT's fused integer kernels (what will run); on
+        # TensorRT with ORT's reference QDQ arithmetic (no fusion), which is what explicit quantization
+        # specifies -- ORT's x86 S8S8 kernels add errors of their own that TensorRT does not have.
+        self.reference_qdq = settings.target != "cpu"
+        self.measured_with = ("onnxruntime reference QDQ arithmetic (no int8 kernel fusion)" if self.reference_qdq
+                              else "onnxruntime CPU int8 kernels")
+        self._sessions: dict[tuple, object] = {}
+        self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
+        self._inputs: dict[str, np.ndarray] = {}
+
+    def fp32_file(self, g: str) -> Path:
+        return self.fp32_root / self.fp32_manifest["graphs"][g]["file"]
+
+    def calibrate(self, tag: str, feeds: dict[str, list[dict]]) -> None:
+        """Compute every sub-graph's tensor ranges on one calibration set (`tag`), once."""
+        for g in self.graphs:
+            cache = self.work / "q" / tag / f"{g}.ranges.json"
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            calibrate_graph(self.pre[g], TensorReader(feeds[g]), self.settings, cache)
+
+    def variant(self, g: str, tag: str, exclude: frozenset[str]) -> Path:
+        key = (g, tag, exclude)
+        if key not in self._built:
+            digest = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()[:10]
+            dst = self.work / "q" / tag / f"{g}.{digest}.onnx"
+            quantize_graph(self.pre[g], dst, self.settings, self.work / "q" / tag / f"{g}.ranges.json", exclude)
+            self._built[key] = dst
+        return self._built[key]
+
+    def file(self, g: str, choice) -> Path:
+        """choice: FP32, or (calibration tag, frozenset of node names kept in float)."""
+        return self.fp32_file(g) if choice == FP32 else self.variant(g, choice[0], choice[1])
+
+    def assemble(self, root: Path, config: dict, extra: dict | None = None) -> dict:
+        """Write the package of `config` (sub-graph -> choice) into the existing folder `root`."""
+        m = {k: v for k, v in self.fp32_manifest.items() if k != "verification"}
+        m["graphs"] = {}
+        for g in self.graphs:
+            dst = root / f"{g}.onnx"
+            shutil.copyfile(self.file(g, config[g]), dst)
+            entry = dict(self.fp32_manifest["graphs"][g], file=dst.name, sha256=sha256_file(dst),
+                         bytes=dst.stat().st_size, precision=FP32 if config[g] == FP32 else "int8")
+            if config[g] != FP32:
+                entry["excluded_nodes"] = sorted(config[g][1])
+            m["graphs"][g] = entry
+        m["pipeline_fused"] = None
+        m.update(extra or {})
+        write_manifest(root, m)
+        return m
+
+    def set_inputs(self, key: str, x: np.ndarray) -> None:
+        """Register a preprocessed batch under `key` for `logits`."""
+        self._inputs[key] = x
+
+    def _session(self, path: Path):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.reference_qdq
+                                       else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+    def logits(self, config: dict, key: str) -> np.ndarray:
+        tensors = {"image": self._inputs[key], **self.constants}
+        prefix: tuple = (key,)
+        for g in self.graphs:
+            prefix += ((g, config[g]),)
+            if prefix not in self._outputs:
+                if (g, config[g]) not in self._sessions:
+                    self._sessions[(g, config[g])] = self._session(self.file(g, config[g]))
+                sess = self._sessions[(g, config[g])]
+                names = [o.name for o in sess.get_outputs()]
+                outs = sess.run(names, {i.name: tensors[i.name] for i in sess.get_inputs()})
+                self._outputs[prefix] = dict(zip(names, outs, strict=True))
+            tensors.update(self._outputs[prefix])
+        return tensors["logits"]
+
+
+# ---------------------------------------------------------------- exclusions
+def _candidates(bench: _Workbench) -> dict[str, tuple[str, str | None]]:
+    """name -> (sub-graph, group or None for the whole sub-graph)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for g in ("cond", "denoiser"):
+        if g in bench.graphs:
+            out[g] = (g, None)
+    for g in bench.graphs:
+        for group in GROUPS if g != "denoiser" else ("Elementwise",):  # the denoiser is an MLP + sampler arithmetic
+            if bench.groups[g][group]:
+                out[f"{g}:{group}"] = (g, group)
+    return out
+
+
+def _apply(bench: _Workbench, config: dict, graph: str, group: str | None = None,
+           nodes: list[str] | None = None) -> dict:
+    new = dict(config)
+    if new[graph] == FP32:
+        return new
+    if group is None and nodes is None:
+        new[graph] = FP32
+    else:
+        tag, excl = new[graph]
+        new[graph] = (tag, excl | frozenset(bench.groups[graph][group] if group else nodes))
+    return new
+
+
+def parse_exclude(bench: _Workbench, config: dict, exclude: list[str]) -> tuple[dict, list[str]]:
+    """Entries: a sub-graph ('denoiser': all of it in float), a group ('LayerNormalization' in every sub-graph,
+    or 'llformer:Softmax'), or a node name ('llformer:/llformer/blocks.0/attn/Softmax', or the bare name)."""
+    import onnx
+
+    done = []
+    for raw in (e.strip() for e in exclude):
+        if not raw:
+            continue
+        graph, sep, name = raw.partition(":")
+        if not (sep and graph in bench.graphs):
+            graph, name = "", raw
+        targets = [graph] if graph else bench.graphs
+        if not graph and name in bench.graphs:
+            config = _apply(bench, config, name)
+        elif name in GROUPS:
+            hit = [g for g in targets if bench.groups[g][name]]
+            if not hit:
+                log.warning("int8 exclude '%s': no such nodes in %s", raw, ", ".join(targets))
+            for g in hit:
+                config = _apply(bench, config, g, name)
+        else:
+            hit = [g for g in targets if name in {n.name for n in onnx.load(str(bench.pre[g])).graph.node}]
+            if not hit:
+                raise LldifError(f"int8 exclude '{raw}' is neither a sub-graph ({', '.join(bench.graphs)}), a node "
+                                 f"group ({', '.join(GROUPS)}) nor the name of a node in the graphs")
+            for g in hit:
+                config = _apply(bench, config, g, nodes=[name])
+        done.append(raw)
+    return config, done
+
+
+def choose_precision(bench: _Workbench, base: dict, ref: np.ndarray, desc: str,
+                     min_gain: float = MIN_GAIN) -> tuple[dict, dict]:
+    """Measure every candidate against all-INT8 and keep in float, greedily, only what pays."""
+    def measure(cfg):
+        return compare_logits(ref, bench.logits(cfg, "select"))
+
+    all_int8 = measure(base)
+    only = {g: measure({h: base[h] if h == g else FP32 for h in bench.graphs}) for g in bench.graphs}
+    cands = _candidates(bench)
+    single = {name: measure(_apply(bench, base, *spec)) for name, spec in cands.items()}
+    order = sorted((n for n in cands if _better(single[n], all_int8, min_gain)),
+                   key=lambda n: (-single[n]["top1_agreement"], single[n]["mean_kl"]))
+    current, cur_m, kept = base, all_int8, []
+    for name in order:
+        trial = _apply(bench, current, *cands[name])
+        m = measure(trial)
+        if _better(m, cur_m, min_gain):
+            current, cur_m = trial, m
+            kept.append(name)
+    log.info("mixed precision: kept in float %s (agreement %.4f -> %.4f)", kept or "nothing",
+             all_int8["top1_agreement"], cur_m["top1_agreement"])
+    return current, {
+        "selection_faces": desc,
+        "rule": f"keep in float when top-1 agreement with FP32 rises by >= {min_gain} or, at no loss of "
+                f"agreement, mean KL falls to <= {KL_FACTOR} of before; greedy over the candidates that pass alone",
+        "all_int8": all_int8, "only_this_subgraph_int8": only, "kept_float_alone": single,
+        "kept_float": kept, "result": cur_m,
+    }
+
+
+def keep_faster(bench: _Workbench, config: dict, faces: np.ndarray, runs: int = 100) -> tuple[dict, dict]:
+    """Keep in FP32 every sub-graph whose INT8 version is slower on this machine (median per face at batch 1,
+    1 thread). Opt-in: the export machine is not always the deployment machine."""
+    roots = {}
+    for name, cfg in (("fp32", {g: FP32 for g in bench.graphs}), ("int8", config)):
+        roots[name] = Path(tempfile.mkdtemp(prefix=f"speed-{name}-", dir=bench.work))
+        bench.assemble(roots[name], cfg)
+    lat = measure_latency({k: Pipeline(r, threads=1) for k, r in roots.items()}, faces, runs=runs)
+    new = dict(config)
+    slower = [g for g in bench.graphs if config[g] != FP32 and lat["int8"][g] > lat["fp32"][g]]
+    for g in slower:
+        new[g] = FP32
+    for r in roots.values():
+        shutil.rmtree(r, ignore_errors=True)
+    log.info("speed check: kept in FP32 for speed: %s", slower or "nothing")
+    return new, {"latency_ms_per_face": lat, "kept_float_for_speed": slower}
+
+
+# ---------------------------------------------------------------- data-free
+def _beats(a: dict, b: dict) -> bool:
+    """Clearly better: top-1 agreement higher by at least MIN_GAIN or, when the agreements are that close, a
+    mean KL lower by more than 10% (and by more than KL_FLOOR)."""
+    if abs(a["top1_agreement"] - b["top1_agreement"]) >= MIN_GAIN:
+        return a["top1_agreement"] > b["top1_agreement"]
+    return a["mean_kl"] < 0.9 * b["mean_kl"] and b["mean_kl"] - a["mean_kl"] > KL_FLOOR
+
+
+def _datafree(bench: _Workbench, model, pipe: Pipeline, count: int, ref: np.ndarray, seed: int,
+              steps: int) -> tuple[dict, dict]:
+    """BN-statistic synthesis vs the uniform-noise control, chosen per sub-graph by agreement with FP32
+    (each measured with only that sub-graph in INT8)."""
+    from lldif_edge.calibration.datafree import bn_statistic_loss, noise_faces, synthesize_faces
+
+    cfg = model.cfg
+    synth, sinfo = synthesize_faces(model, count=count, steps=steps, seed=seed)
+    noise = noise_faces(count, cfg.input_size, synth.shape[-1], seed)
+    sinfo["bn_loss_noise_control"] = round(bn_statistic_loss(model, noise), 4)
+    bench.calibrate("synth", stage_feeds(pipe, synth))
+    bench.calibrate("noise", stage_feeds(pipe, noise))
+    per_graph, config = {}, {}
+    for g in bench.graphs:
+        ms = {tag: compare_logits(ref, bench.logits({h: (tag, frozenset()) if h == g else FP32
+                                                     for h in bench.graphs}, "select"))
+              for tag in ("synth", "noise")}
+        pick = "synth" if _beats(ms["synth"], ms["noise"]) else "noise"
+        per_graph[g] = {"synthesised": ms["synth"], "noise_control": ms["noise"], "chosen": pick}
+        config[g] = (pick, frozenset())
+    whole = {name: compare_logits(ref, bench.logits({g: (tag, frozenset()) for g in bench.graphs}, "select"))
+             for name, tag in (("synthesised", "synth"), ("noise_control", "noise"))}
+    return config, {"synthesis": sinfo, "per_subgraph": per_graph, "all_subgraphs": whole}
+
+
+# ---------------------------------------------------------------- the entry point
+def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Path | None = None,
+                calib_camera: int | None = None, calib_count: int = 256, method: str = "minmax",
+                darken: bool = False, target: str = "cpu", eval_dir: str | Path | None = None,
+                force: bool = False, exclude: list[str] | None = None, steps: int | None = None,
+                opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool = False,
+                datafree_steps: int = 50, latency_runs: int = 200, min_agreement: float = MIN_AGREEMENT,
+                min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0) -> dict:
+    """Write a verified INT8 package into `out`; returns the report (also in its manifest, 'int8_report').
+
+    `calib`: a folder (face crops or photos) or a video file; `calib_camera`: a camera index; neither:
+    data-free. `exclude`: None measures what to keep in float; a list (possibly empty) decides it instead
+    (see `parse_exclude`). `keep_faster_subgraphs`: also keep in FP32 the sub-graphs whose INT8 version is
+    slower here (the unrolled denoiser on an AVX2 CPU). Nothing is written to `out` unless every step succeeds.
+    """
+    from lldif_edge.export.onnx_export import export_package
+    from lldif_edge.lldif.checkpoint import load_checkpoint
+
+    settings = QuantSettings(target=target, method=method, reduce_range=reduce_range)
+    t_start = time.perf_counter()
+    with PackageWriter(out, force) as writer, tempfile.TemporaryDirectory(prefix="lldif-int8-") as tmp:
+        work = Path(tmp)
+        model, _ = load_checkpoint(model_path)
+        cfg = model.cfg
+        if steps:
+            cfg.sample_steps = steps
+        channels = 1 if cfg.grayscale else 3
+
+        # Calibration faces and evaluation images first: a bad source fails before any slow work.
+        source_info = None
+        if calib is not None or calib_camera is not None:
+            source = open_source(calib, calib_camera, calib_count)
+            faces, source_info = collect_faces(source, calib_count, cfg.input_size, channels, darken, seed)
+        eval_set = None
+        if eval_dir is not None:
+            ds = load_folder(eval_dir, cfg.classes, cfg.input_size, channels)
+            eval_set = (darken_many(ds.images, seed=0), ds.labels)
+
+        export_package(model_path, work / "fp32", steps=steps, opset=opset, force=True,
+                       verify_data=verify_data)
+        fp32 = Pipeline(work / "fp32")
+        bench = _Workbench(work, fp32, settings)
+
+        if source_info is None:  # data-free: choose on generated faces, the only held-out images there are
+            gen, _ = synthetic_faces(SELECTION_FACES, cfg.input_size, seed + 1)
+            sel_faces = darken_many(gen[..., None], seed + 1)
+            sel_desc = f"{len(sel_faces)} darkened generated faces (lldif_edge.synthetic)"
+            bench.set_inputs("select", fp32.preprocess(sel_faces))
+            ref = bench.logits({g: FP32 for g in bench.graphs}, "select")
+            n = min(calib_count, DATAFREE_MAX)
+            base, datafree_report = _datafree(bench, model, fp32, n, ref, seed, datafree_steps)
+            used = [t for t in ("synth", "noise") if any(c[0] == t for c in base.values())]
+            source_info = {"source": "data-free: " + " + ".join(
+                {"synth": "BN-statistic synthesis", "noise": "uniform-noise control"}[t] for t in used),
+                "requested": calib_count, "count": n, "data_free": datafree_report}
+        else:
+            sel_faces, sel_desc = faces, f"the {len(faces)} calibration faces"
+            bench.set_inputs("select", fp32.preprocess(sel_faces))
+            ref = bench.logits({g: FP32 for g in bench.graphs}, "select")
+            bench.calibrate("calib", stage_feeds(fp32, faces))
+            base = {g: ("calib", frozenset()) for g in bench.graphs}
+
+        if exclude is None:
+            config, selection = choose_precision(bench, base, ref, sel_desc, min_gain)
+        else:
+            config, done = parse_exclude(bench, base, exclude)
+            selection = {"selection_faces": sel_desc, "override": done,
+                         "result": compare_logits(ref, bench.logits(config, "select"))}
+
+        kept = list(selection.get("kept_float", selection.get("override")))
+        if keep_faster_subgraphs and target != "cpu":
+            log.warning("keep-faster ignored: INT8 speed on this CPU says nothing about target %s", target)
+        elif keep_faster_subgraphs:
+            config, selection["speed_check"] = keep_faster(bench, config, sel_faces)
+            if all(c == FP32 for c in config.values()):
+                raise LldifError("no sub-graph runs faster in INT8 than in FP32 on this machine: use the FP32 "
+                                 "package (or export INT8 without keep-faster)")
+            kept += [f"{g} (speed)" for g in selection["speed_check"]["kept_float_for_speed"]]
+        calibration = {**source_info, "method": method, "darken": darken, "seed": seed, **settings.describe(),
+                       "kept_float": kept,
+                       "precision": {g: FP32 if config[g] == FP32 else "int8" for g in bench.graphs}}
+        manifest = bench.assemble(writer.tmp, config, {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "calibration": calibration,
+            "fp32_verification": bench.fp32_manifest.get("verification"),
+        })
+        report = _report(bench, writer.tmp, fp32, config, calibration, selection, sel_faces, sel_desc, ref,
+                         eval_set, latency_runs, min_agreement)
+        report["seconds"] = round(time.perf_counter() - t_start, 1)
+        manifest["int8_report"] = report
+        manifest["verification"] = report["verification"]
+        write_manifest(writer.tmp, manifest)
+    report["out"] = str(out)
+    return report
+
+
+def _report(bench: _Workbench, root: Path, fp32: Pipeline, config: dict, calibration: dict, selection: dict,
+            sel_faces: np.ndarray, sel_desc: str, ref: np.ndarray, eval_set, latency_runs: int,
+            min_agreement: float) -> dict:
+    """Verify the written package through `Pipeline` and measure it against its FP32 parent."""
+    int8 = Pipeline(root)
+    got = batched_logits(int8, sel_faces)
+    if not np.isfinite(got).all():
+        raise PackageError("the INT8 package gives non-finite logits")
+    through_pipeline = compare_logits(ref, got)
+    verification = {"source": sel_desc, "reference": "the FP32 package", "measured_with": bench.measured_with,
+                    "sub-graphs": through_pipeline}
+    if bench.reference_qdq:
+        verification["sub-graphs"] = compare_logits(ref, bench.logits(config, "select"))
+        verification["onnxruntime_cpu_kernels"] = through_pipeline
+    report: dict = {"calibration": calibration, "mixed_precision": selection, "verification": verification}
+    if eval_set is not None:
+        images, labels = eval_set
+        lf, li = batched_logits(fp32, images), batched_logits(int8, images)
+        if bench.reference_qdq:
+            bench.set_inputs("eval", fp32.preprocess(images))
+            li, li_kernels = bench.logits(config, "eval"), li
+        report["eval"] = {"darkened_seed": 0, "measured_with": bench.measured_with,
+                          "fp32_accuracy": float((lf.argmax(-1) == labels).mean()),
+                          "int8_accuracy": float((li.argmax(-1) == labels).mean()), **compare_logits(lf, li)}
+        if bench.reference_qdq:
+            report["eval"]["onnxruntime_cpu_kernels"] = compare_logits(lf, li_kernels)
+        verification["eval"] = report["eval"]
+    check = report.get("eval", verification["sub-graphs"])
+    if check["top1_agreement"] < min_agreement:
+        raise PackageError(f"INT8 agrees with FP32 on only {check['top1_agreement']:.1%} of the verification "
+                           f"faces (< {min_agreement:.0%}): calibrate on real faces, keep more in float (exclude) "
+                           "or use the FP32 package")
+    try:
+        import openvino as ov
+    except ImportError:
+        verification["openvino_reads"] = "not checked (openvino not installed)"
+    else:
+        core = ov.Core()
+        for f in sorted(root.glob("*.onnx")):
+            core.read_model(str(f))
+        verification["openvino_reads"] = True
+
+    graphs = {}
+    for g in bench.graphs:
+        f32, q = bench.fp32_file(g), root / f"{g}.onnx"
+        graphs[g] = {"precision": FP32 if config[g] == FP32 else "int8", "fp32_bytes": f32.stat().st_size,
+                     "bytes": q.stat().st_size,
+                     "excluded_nodes": [] if config[g] == FP32 else sorted(config[g][1]),
+                     "ops_fp32": classify_ops(optimized_op_counts(f32)),
+                     "ops": classify_ops(optimized_op_counts(q))}
+    report["graphs"] = graphs
+    report["ops_counted_in"] = "the graph ONNX Runtime (CPU, ORT_ENABLE_ALL) runs after fusing Q/DQ into kernels"
+    report["float_compute_ops_remaining"] = sum(v["ops"]["float_compute_count"] for v in graphs.values())
+    if latency_runs:
+        faces = eval_set[0] if eval_set is not None else sel_faces
+        pipes = {"fp32": Pipeline(fp32.root, threads=1), "int8": Pipeline(root, threads=1)}
+        lat = measure_latency(pipes, faces, runs=latency_runs)
+        lat["int8_over_fp32"] = {k: round(lat["int8"][k] / lat["fp32"][k], 3) for k in lat["fp32"]}
+        report["latency_ms_per_face"] = {"batch": 1, "threads": 1, "runs": latency_runs,
+                                         "statistic": "median", **lat}
+    return report

@@ -1,0 +1,271 @@
+"""Static post-training quantization of one ONNX sub-graph into QDQ, and what ONNX Runtime makes of it.
+
+Thin layer over `onnxruntime.quantization`: the settings per target, a calibration reader over recorded
+input dicts, ORT's pre-processing, the node groups we measure for mixed precision, and an operator count of
+the graph ORT actually runs (after its optimiser has fused Q/DQ pairs into integer kernels, or not).
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from lldif_edge.errors import LldifError
+
+log = logging.getLogger(__name__)
+
+# Activation/weight types per target (DESIGN section 4). ORT's x86 kernels fuse QDQ convs into QLinearConv
+# only with U8 activations; TensorRT's explicit quantization wants symmetric S8 for both.
+TARGETS = {
+    "cpu": {"activation": "QUInt8", "weight": "QInt8", "activation_symmetric": False, "weight_symmetric": True},
+    "tensorrt": {"activation": "QInt8", "weight": "QInt8", "activation_symmetric": True, "weight_symmetric": True},
+}
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+# The node groups whose sensitivity is measured; see `node_groups`.
+GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd")
+# What "Elementwise" leaves quantized: the ops with integer kernels that pay, and what fuses into them.
+CORE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
+            "GlobalAveragePool"}
+
+INT8_KERNELS = {"QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                "QAttention", "NhwcQLinearConv", "QLinearMatMul", "QLinearConv"}
+FLOAT_COMPUTE = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm",
+                 "FusedGemm", "Attention", "MultiHeadAttention", "TransposeMatMul"}
+QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    target: str = "cpu"
+    method: str = "minmax"
+    per_channel: bool = True
+    reduce_range: bool = False
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise LldifError(f"unknown INT8 target '{self.target}' (choose from {', '.join(TARGETS)})")
+        if self.method not in METHODS:
+            raise LldifError(f"unknown calibration method '{self.method}' (choose from {', '.join(METHODS)})")
+
+    @property
+    def activation_type(self) -> QuantType:
+        return getattr(QuantType, TARGETS[self.target]["activation"])
+
+    @property
+    def weight_type(self) -> QuantType:
+        return getattr(QuantType, TARGETS[self.target]["weight"])
+
+    def extra_options(self) -> dict:
+        t = TARGETS[self.target]
+        return {
+            "ActivationSymmetric": t["activation_symmetric"],
+            "WeightSymmetric": t["weight_symmetric"],
+            # per-output-channel weights for the transformer's MatMuls too (ORT defaults to per-tensor there)
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        }
+
+    def describe(self) -> dict:
+        t = TARGETS[self.target]
+        return {"format": "QDQ", "target": self.target, "method": self.method,
+                "activation_type": "uint8" if t["activation"] == "QUInt8" else "int8",
+                "weight_type": "int8", "activation_symmetric": t["activation_symmetric"],
+                "weight_symmetric": t["weight_symmetric"], "per_channel_weights": self.per_channel,
+                "reduce_range": self.reduce_range}
+
+
+class TensorReader(CalibrationDataReader):
+    """ORT calibration reader over a list of recorded input dicts (one dict per batch)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self.start, self.end, self.i = 0, len(feeds), 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.start + self.i >= self.end:
+            return None
+        self.i += 1
+        return self.feeds[self.start + self.i - 1]
+
+    def rewind(self) -> None:
+        self.i = 0
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end, self.i = start_index, end_index, 0
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+def preprocess_graph(src: Path, dst: Path) -> None:
+    """ORT's quantization pre-processing (symbolic shape inference, basic graph optimisation)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet_ort():
+        try:
+            quant_pre_process(str(src), str(dst))
+        except Exception as e:  # symbolic shape inference fails on some graphs; ONNX shape inference is enough
+            log.info("quant_pre_process with symbolic shapes failed on %s (%s); retrying without", src.name, e)
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+class _OrtQuantizationChatter(logging.Filter):
+    """ORT's quantizer warns through the root logger about things that are expected here (per-channel axes it
+    falls back from on LayerNorm weights, bias copies per unrolled step); move them to our debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR and "onnxruntime" in record.pathname and "quantization" in record.pathname:
+            log.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    root, chatter = logging.getLogger(), _OrtQuantizationChatter()
+    root.addFilter(chatter)
+    try:
+        yield
+    finally:
+        root.removeFilter(chatter)
+
+
+def calibrate_graph(pre: Path, reader: CalibrationDataReader, settings: QuantSettings, cache: Path) -> None:
+    """Collect the tensor ranges of `pre` on `reader` and write them to `cache` (ORT's JSON range cache).
+
+    Done here rather than inside `quantize_static`, which cannot pass the histogram size: ORT's entropy default
+    (128 bins for 128 quantized bins) always returns the min/max range. 512 bins: TensorRT's 2048 made ORT's
+    pure-Python threshold search 5x slower (110 s for the tiny model's unrolled denoiser) for no gain here.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    options = {"entropy": {"num_bins": 512, "num_quantized_bins": 128},
+               "percentile": {"num_bins": 2048, "percentile": 99.999}}.get(settings.method, {})
+    with tempfile.TemporaryDirectory(prefix="lldif-calib-") as tmp, _quiet_ort():
+        calibrator = create_calibrator(pre, list(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=METHODS[settings.method], extra_options=options)
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache)
+
+
+def quantize_graph(pre: Path, dst: Path, settings: QuantSettings, cache: Path,
+                   exclude: frozenset[str] | set[str] = frozenset()) -> None:
+    """QDQ-quantize `pre` into `dst` with the tensor ranges in `cache` (`calibrate_graph`), so trying several
+    exclusion sets calibrates only once."""
+    if not Path(cache).is_file():
+        raise FileNotFoundError(f"no calibration ranges at {cache}: run calibrate_graph first")
+    with _quiet_ort():
+        quantize_static(
+            str(pre), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range, activation_type=settings.activation_type,
+            weight_type=settings.weight_type, nodes_to_exclude=sorted(exclude),
+            calibrate_method=METHODS[settings.method], extra_options=settings.extra_options(),
+            calibration_cache_path=str(cache),
+        )
+
+
+# ---------------------------------------------------------------- node groups
+def node_groups(path: Path) -> dict[str, list[str]]:
+    """Names of the nodes in each sensitive group of a (pre-processed) graph.
+
+    * Elementwise: every node but Conv/MatMul/Gemm and what fuses into them (Relu, pooling): Add, Mul, Div,
+      Sigmoid, Softmax, LayerNorm, Concat, Reshape, ... Quantizing these (ORT's default op list) puts 8-bit
+      steps on residual streams, EPD modulation and bias adds, and their QLinear kernels are no faster here.
+    * Standardize: everything between the image input and the first Conv (per-image mean/variance: a dark
+      face's tiny variance is where a per-tensor activation scale hurts most).
+    * LayerNormalization, Softmax: those ops.
+    * Gelu: Erf and the Div/Add/Mul around it (opset 17 spells GELU out), or a Gelu op.
+    * ResidualAdd: Adds of two computed tensors of the same shape (skip connections, not bias/broadcast adds).
+    """
+    model = onnx.load(str(path))
+    g = model.graph
+    const = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+    shapes = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = tuple(d.dim_param or d.dim_value for d in dims) if dims else None
+
+    groups: dict[str, list[str]] = {k: [] for k in GROUPS}
+    groups["Elementwise"] = [n.name for n in g.node if n.op_type not in CORE_OPS and n.op_type != "Constant"]
+    first_conv = next((n for n in g.node if n.op_type == "Conv"), None)
+    if first_conv is not None:
+        seen, todo = set(), [i for i in first_conv.input if i in producer and i not in const]
+        while todo:
+            node = producer[todo.pop()]
+            if node.name not in seen and node.op_type != "Constant":
+                seen.add(node.name)
+                todo += [i for i in node.input if i in producer and i not in const]
+        groups["Standardize"] = [n.name for n in g.node if n.name in seen]
+    for n in g.node:
+        if n.op_type in ("LayerNormalization", "Softmax"):
+            groups[n.op_type].append(n.name)
+        elif n.op_type in ("Gelu", "FastGelu", "BiasGelu"):
+            groups["Gelu"].append(n.name)
+        elif n.op_type == "Erf":
+            members = [n] + [producer[i] for i in n.input if i in producer and producer[i].op_type == "Div"]
+            frontier = [c for c in consumers[n.output[0]] if c.op_type == "Add"]
+            for _ in range(2):  # (1 + erf) -> x * (...) -> * 0.5
+                members += frontier
+                frontier = [c for m in frontier for c in consumers[m.output[0]] if c.op_type == "Mul"]
+            groups["Gelu"] += [m.name for m in members]
+        elif n.op_type == "Add" and len(n.input) == 2 and not any(i in const for i in n.input):
+            a, b = (shapes.get(i) for i in n.input)
+            if a is not None and a == b:
+                groups["ResidualAdd"].append(n.name)
+    return {k: sorted(set(v)) for k, v in groups.items()}
+
+
+# ---------------------------------------------------------------- what ORT runs
+def optimized_op_counts(path: Path) -> dict[str, int]:
+    """Operator types in the graph ONNX Runtime runs on this CPU (ORT_ENABLE_ALL, as the runtime backend)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="lldif-ortopt-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.log_severity_level = 3  # the "hardware specific optimisations" warning is expected here
+        so.intra_op_num_threads = 1
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        model = onnx.load(so.optimized_model_filepath)
+    counts = collections.Counter(n.op_type + (" (nchwc)" if n.domain.endswith("nchwc") else "")
+                                 for n in model.graph.node)
+    return dict(sorted(counts.items()))
+
+
+def classify_ops(counts: dict[str, int]) -> dict:
+    """Split an op count into integer kernels, float compute (conv/matmul/gemm), Q/DQ and the rest."""
+    out: dict = {"int8_kernels": {}, "float_compute": {}, "qdq": {}, "other": {}}
+    for op, n in counts.items():
+        base = op.split(" ")[0]
+        if base in INT8_KERNELS or base.startswith("QLinear"):
+            out["int8_kernels"][op] = n
+        elif base in FLOAT_COMPUTE:
+            out["float_compute"][op] = n
+        elif base in QDQ:
+            out["qdq"][op] = n
+        else:
+            out["other"][op] = n
+    out["int8_kernel_count"] = sum(out["int8_kernels"].values())
+    out["float_compute_count"] = sum(out["float_compute"].values())
+    return out

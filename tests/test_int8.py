@@ -1,0 +1,263 @@
+"""INT8 export (lldif_edge.calibration): calibration sources, data-free synthesis, QDQ packages, bad inputs.
+
+A tiny model trained for a few seconds on the generated faces of conftest; every export is small and uses few
+latency runs. The agreement threshold is stated once (MIN_AGREEMENT).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime.quantization")
+
+from pattern_faces import face_image, make_faces  # noqa: E402
+
+from lldif_edge.calibration.int8 import export_int8  # noqa: E402
+from lldif_edge.calibration.quantize import TensorReader, node_groups, preprocess_graph  # noqa: E402
+from lldif_edge.calibration.sources import (  # noqa: E402
+    ArraySource,
+    FolderSource,
+    collect_faces,
+    is_crop,
+    open_source,
+)
+from lldif_edge.errors import DataError, LldifError, PackageError  # noqa: E402
+from lldif_edge.package import load_manifest  # noqa: E402
+from lldif_edge.runtimes.pipeline import Pipeline  # noqa: E402
+
+# INT8 vs FP32 top-1 agreement an INT8 package of the tiny model must reach on held-out darkened faces.
+MIN_AGREEMENT = 0.85
+FAST = dict(latency_runs=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, faces_train, faces_val) -> Path:
+    from lldif_edge.lldif.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    return train(TrainConfig(data=str(faces_train), val=str(faces_val), out=str(out), preset="tiny", epochs=2,
+                             stage2_epochs=2, batch_size=32))
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory) -> Path:
+    return make_faces(tmp_path_factory.mktemp("int8_eval"), 6, seed=7)
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert vw.isOpened()
+    for f in frames:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) if f.ndim == 2 else f)
+    vw.release()
+    return path
+
+
+def _nothing_written(out: Path) -> bool:
+    return not out.exists() and not any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
+
+
+def _check_package(out: Path, report: dict, eval_dir: Path) -> Pipeline:
+    root, manifest = load_manifest(out)  # every file matches its sha256
+    assert manifest["int8_report"]["calibration"] == manifest["calibration"]
+    assert set(manifest["graphs"]) == set(manifest["pipeline"])
+    assert all(g["precision"] in ("int8", "fp32") for g in manifest["graphs"].values())
+    assert any(g["precision"] == "int8" for g in manifest["graphs"].values())
+    pipe = Pipeline(out)
+    from lldif_edge.data import load_folder
+
+    ds = load_folder(eval_dir, pipe.classes, pipe.input_size, 1)
+    probs = pipe.predict(ds.images)
+    assert probs.shape == (len(ds), len(pipe.classes)) and np.isfinite(probs).all()
+    assert report["eval"]["top1_agreement"] >= MIN_AGREEMENT
+    for g in report["graphs"].values():
+        assert g["bytes"] > 0 and g["fp32_bytes"] > 0
+        assert isinstance(g["ops"]["float_compute_count"], int)
+        if g["precision"] == "int8":
+            assert g["ops"]["int8_kernel_count"] > 0
+    lat = report["latency_ms_per_face"]
+    assert lat["fp32"]["end_to_end"] > 0 and lat["int8"]["end_to_end"] > 0
+    return pipe
+
+
+# ---------------------------------------------------------------- whole exports
+def test_int8_from_a_folder_measures_mixed_precision(tiny_ckpt, faces_val, eval_dir, tmp_path, caplog):
+    out = tmp_path / "pkg"
+    with caplog.at_level(logging.WARNING):
+        report = export_int8(tiny_ckpt, out, calib=faces_val, calib_count=1000, eval_dir=eval_dir, **FAST)
+    assert "only 56 faces" in caplog.text  # fewer faces than asked: a warning, and the export goes on
+    cal = report["calibration"]
+    assert cal["count"] == 56 and cal["source"] == f"folder {faces_val}"
+    assert (cal["activation_type"], cal["weight_type"], cal["target"]) == ("uint8", "int8", "cpu")
+    mp = report["mixed_precision"]
+    assert {"cond", "denoiser", "cond:Elementwise", "denoiser:Elementwise", "llformer:Elementwise",
+            "llformer:LayerNormalization", "llformer:Softmax", "llformer:Gelu", "llformer:ResidualAdd",
+            "llformer:Standardize"} <= set(mp["kept_float_alone"])
+    assert set(mp["only_this_subgraph_int8"]) == {"cond", "denoiser", "llformer"}
+    assert cal["kept_float"] == mp["kept_float"]
+    _check_package(out, report, eval_dir)
+    assert "fp32_accuracy" in report["eval"] and "int8_accuracy" in report["eval"]
+
+
+def test_int8_from_a_video_with_an_override_list(tiny_ckpt, eval_dir, tmp_path):
+    rng = np.random.default_rng(3)
+    frames = [cv2.resize(face_image(i % 7, rng), (96, 96)) for i in range(40)]  # 96 px: face crops
+    video = _write_video(tmp_path / "faces.mp4", frames)
+    out = tmp_path / "pkg"
+    report = export_int8(tiny_ckpt, out, calib=video, calib_count=20, eval_dir=eval_dir,
+                         exclude=["denoiser", "llformer:LayerNormalization"], **FAST)
+    assert report["calibration"]["source"] == f"video {video}" and report["calibration"]["count"] == 20
+    _, manifest = load_manifest(out)
+    assert manifest["graphs"]["denoiser"]["precision"] == "fp32"
+    assert manifest["graphs"]["llformer"]["precision"] == "int8"
+    excluded = manifest["graphs"]["llformer"]["excluded_nodes"]
+    assert excluded and all("LayerNorm" in n or "norm" in n.lower() for n in excluded)
+    _check_package(out, report, eval_dir)
+
+
+def test_int8_data_free_for_tensorrt(tiny_ckpt, eval_dir, tmp_path):
+    import onnx
+
+    out = tmp_path / "pkg"
+    report = export_int8(tiny_ckpt, out, calib_count=32, datafree_steps=15, target="tensorrt", exclude=[],
+                         eval_dir=eval_dir, **FAST)
+    cal = report["calibration"]
+    df = cal["data_free"]
+    assert cal["source"].startswith("data-free")
+    assert df["synthesis"]["bn_loss_end"] < df["synthesis"]["bn_loss_start"]
+    for g in ("cond", "denoiser", "llformer"):
+        entry = df["per_subgraph"][g]
+        assert {"synthesised", "noise_control"} <= set(entry) and entry["chosen"] in ("synth", "noise")
+    assert (cal["activation_type"], cal["activation_symmetric"]) == ("int8", True)
+    zero_points = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(out / "llformer.onnx")).graph.initializer
+                   if i.name.endswith("zero_point")]
+    eight_bit = [z for z in zero_points if z.dtype.itemsize == 1]  # int32 ones belong to the quantized biases
+    assert eight_bit
+    assert all(z.dtype == np.int8 and not z.any() for z in eight_bit)  # symmetric S8: every zero point is 0
+    _check_package(out, report, eval_dir)
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing written
+def test_empty_calibration_folder(tiny_ckpt, tmp_path):
+    (tmp_path / "empty" / "happy").mkdir(parents=True)
+    out = tmp_path / "pkg"
+    with pytest.raises(DataError, match="has no images"):
+        export_int8(tiny_ckpt, out, calib=tmp_path / "empty")
+    assert _nothing_written(out)
+
+
+def test_unreadable_video(tiny_ckpt, tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "pkg"
+    with pytest.raises(DataError, match="cannot read video"):
+        export_int8(tiny_ckpt, out, calib=bad)
+    assert _nothing_written(out)
+
+
+def test_camera_that_does_not_open(tiny_ckpt, tmp_path):
+    out = tmp_path / "pkg"
+    with pytest.raises(DataError, match="camera 97 does not open"):
+        export_int8(tiny_ckpt, out, calib_camera=97)
+    assert _nothing_written(out)
+
+
+def test_no_face_in_any_frame(tiny_ckpt, tmp_path):
+    ramp = np.tile(np.linspace(0, 60, 320, dtype=np.float32), (240, 1))
+    frames = [(ramp + i).astype(np.uint8) for i in range(6)]  # 320x240 photos of nothing
+    video = _write_video(tmp_path / "empty.mp4", frames)
+    out = tmp_path / "pkg"
+    with pytest.raises(DataError, match="no face found in video"):
+        export_int8(tiny_ckpt, out, calib=video)
+    assert _nothing_written(out)
+
+
+def test_missing_source_and_bad_options(tiny_ckpt, tmp_path):
+    out = tmp_path / "pkg"
+    with pytest.raises(DataError, match="not found"):
+        export_int8(tiny_ckpt, out, calib=tmp_path / "nowhere")
+    with pytest.raises(LldifError, match="not both"):
+        export_int8(tiny_ckpt, out, calib=tmp_path, calib_camera=0)
+    with pytest.raises(LldifError, match="calibration method"):
+        export_int8(tiny_ckpt, out, method="kl")
+    with pytest.raises(LldifError, match="INT8 target"):
+        export_int8(tiny_ckpt, out, target="npu")
+    assert _nothing_written(out)
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(PackageError, match="not empty"):
+        export_int8(tiny_ckpt, out, calib=tmp_path)
+    assert (out / "keep.txt").read_text() == "x"
+
+
+# ---------------------------------------------------------------- the parts
+def test_crop_or_photo():
+    assert is_crop(np.zeros((48, 48), np.uint8)) and is_crop(np.zeros((96, 80, 3), np.uint8))
+    assert is_crop(np.zeros((150, 140, 3), np.uint8))
+    assert not is_crop(np.zeros((480, 640, 3), np.uint8)) and not is_crop(np.zeros((120, 200), np.uint8))
+
+
+def test_folder_source_detects_faces_in_photos_and_darkens_only_bright_faces(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "a" / f"crop{i}.png"), face_image(i, rng))  # bright crops
+    cv2.imwrite(str(tmp_path / "a" / "dark.png"), np.full((48, 48), 10, np.uint8))  # already dark
+    cv2.imwrite(str(tmp_path / "a" / "photo.png"), np.full((240, 320, 3), 128, np.uint8))  # a photo, no face
+    boxes = []
+    src = FolderSource(tmp_path, detect=lambda frame: boxes.append(frame.shape) or [])
+    plain, _ = collect_faces(src, 10, 48, 1)
+    assert boxes == [(240, 320, 3)]  # only the photo went to the detector, which found nothing
+    faces, info = collect_faces(src, 10, 48, 1, darken_normal=True)
+    assert faces.shape == (4, 48, 48, 1) and faces.dtype == np.uint8
+    assert info["darkened"] == 3 and info["count"] == 4
+    before, after = plain.reshape(4, -1).mean(1), faces.reshape(4, -1).mean(1)
+    bright = before > 0.25 * 255
+    assert bright.sum() == 3 and (after[bright] < before[bright]).all()
+    assert (after[~bright] == before[~bright]).all()  # the dark face is kept as it is
+
+
+def test_sources_share_the_reader_protocol(tmp_path):
+    src = ArraySource(np.zeros((3, 48, 48), np.uint8), "three faces")
+    got = [src.get_next() for _ in range(4)]
+    assert [g is None for g in got] == [False, False, False, True]
+    src.rewind()
+    assert src.get_next() is not None and len(list(src)) == 3
+    reader = TensorReader([{"x": np.zeros(1)}, {"x": np.ones(1)}])
+    assert len(reader) == 2 and reader.get_next()["x"][0] == 0 and reader.get_next()["x"][0] == 1
+    assert reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next() is not None
+    with pytest.raises(DataError, match="not found"):
+        open_source(tmp_path / "missing", None, 8)
+
+
+def test_node_groups_find_the_sensitive_nodes(tiny_ckpt, tmp_path):
+    from lldif_edge.export.onnx_export import export_package
+
+    export_package(tiny_ckpt, tmp_path / "fp32")
+    preprocess_graph(tmp_path / "fp32" / "llformer.onnx", tmp_path / "pre.onnx")
+    groups = node_groups(tmp_path / "pre.onnx")
+    assert len(groups["LayerNormalization"]) == 3  # two per block (depth 1) + the final norm
+    assert len(groups["Softmax"]) == 1 and any("Erf" in n for n in groups["Gelu"])
+    assert len(groups["ResidualAdd"]) >= 3  # the stem's ResBlock + attention + MLP skips
+    assert groups["Standardize"] and not any("Conv" in n for n in groups["Standardize"])
+    assert not any(n.endswith(("Conv", "MatMul", "Gemm")) for n in groups["Elementwise"])
+    assert set(groups["LayerNormalization"]) <= set(groups["Elementwise"])
+
+
+def test_synthesis_beats_noise_on_bn_statistics(tiny_ckpt):
+    from lldif_edge.calibration.datafree import bn_statistic_loss, noise_faces, synthesize_faces
+    from lldif_edge.lldif.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(tiny_ckpt)
+    faces, info = synthesize_faces(model, count=16, steps=20, seed=0)
+    assert faces.shape == (16, 48, 48, 1) and faces.dtype == np.uint8
+    assert info["bn_loss_end"] < bn_statistic_loss(model, noise_faces(16, 48, 1))
