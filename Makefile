@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := build/demo
-DEFAULT_WEIGHTS := lldif_edge/weights/default.safetensors
 
 .PHONY: venv test lint demo clean
 
@@ -24,23 +23,17 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# With the embedded default model: evaluate it on darkened FER2013 faces (from ../shared when present).
-# Without it: train the tiny preset on synthetic faces for a few seconds and evaluate that in low light.
+# The main job on the embedded default model: INT8 export (data-free calibration: no images needed),
+# a benchmark of the result beside FP32 and the torch teacher, then the live loop on camera 0 when one opens.
 demo: venv
-	$(BIN)/python scripts/make_demo_data.py --out $(DEMO)
-	@if [ -f $(DEFAULT_WEIGHTS) ] && [ -d $(DEMO)/fer2013 ]; then \
-		echo "== default model on darkened FER2013 faces"; \
-		$(BIN)/lldif-edge eval --data $(DEMO)/fer2013 --darken --seed 0 --confusion $(DEMO)/confusion.png; \
+	$(BIN)/lldif-edge export --int8 --out $(DEMO)/int8 --force
+	$(BIN)/lldif-edge bench --package lldif_edge/weights/default_fp32 --package $(DEMO)/int8 --runs 100 \
+		--chart $(DEMO)/bench.png
+	@if $(BIN)/python -c "import cv2,sys; c=cv2.VideoCapture(0); sys.exit(0 if c.isOpened() else 1)" 2>/dev/null; then \
+		$(BIN)/lldif-edge run --camera 0 --package $(DEMO)/int8; \
 	else \
-		echo "== tiny preset trained on synthetic faces, evaluated on their darkened copies"; \
-		$(BIN)/lldif-edge train --data $(DEMO)/synthetic/train --val $(DEMO)/synthetic/val --preset tiny \
-			--epochs 6 --stage2-epochs 6 --batch-size 16 --lr 3e-3 --darken-p 0.5 --threads 1 \
-			--out $(DEMO)/run-tiny && \
-		$(BIN)/lldif-edge darken $(DEMO)/synthetic/val $(DEMO)/synthetic/val-dark --seed 0 && \
-		$(BIN)/lldif-edge eval --data $(DEMO)/synthetic/val-dark --model $(DEMO)/run-tiny \
-			--confusion $(DEMO)/confusion.png; \
+		echo "no camera opened here: try  $(BIN)/lldif-edge run --video FILE.mp4 --package $(DEMO)/int8 --json"; \
 	fi
-	@echo "confusion matrix: $(DEMO)/confusion.png"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -32,3 +32,14 @@ ev > "$OUT/eval_default_normal.json"
 lldif-edge export --out "$W/default_fp32" --force --verify-data "$DATA/val"
 lldif-edge eval --package "$W/default_fp32" --data "$DATA/val" --exclude "$DATA/train" --darken --compare --json \
   > "$OUT/eval_fp32_package.json"
+lldif-edge export --int8 --out "$W/default_int8" --force --eval "$DATA/val" > "$OUT/int8_datafree.log" 2>&1
+lldif-edge eval --package "$W/default_int8" --data "$DATA/val" --exclude "$DATA/train" --darken --json \
+  > "$OUT/eval_int8_package.json"
+# INT8 with real calibration (256 darkened training faces), for the model card's comparison; not shipped
+lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" --force --eval "$DATA/val" \
+  > "$OUT/int8_real.log" 2>&1
+
+# 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
+lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --chart "$OUT/bench.png" \
+  --json > "$OUT/bench.json"
+python scripts/endurance.py --frames 10000 --photo ../shared/data/faces/fer_justin.jpg > "$OUT/endurance.json"

@@ -1,6 +1,6 @@
 """Learnable synthetic "faces": one geometric pattern per class, with jitter and noise (numpy + OpenCV only).
 
-Used by the tests (through conftest.py) and by scripts/make_demo_data.py.
+Used by the tests (through conftest.py).
 """
 
 from __future__ import annotations

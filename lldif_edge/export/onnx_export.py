@@ -170,7 +170,7 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
             "steps": cfg.sample_steps, "timesteps": ts, "schedule_timesteps": cfg.timesteps,
             "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
             "alphas_cumprod": [float(model.alphas_cumprod[t]) for t in ts],
-            "teacher_steps": distilled["teacher_steps"] if distilled else cfg.sample_steps,
+            "teacher_steps": distilled["teacher_steps_s"] if distilled else cfg.sample_steps,
             "distilled": bool(distilled),
             "start_noise": model.start_noise.flatten().tolist(),
         }
