@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from lldif_edge.errors import LldifError
+from lldif_edge.package import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -254,14 +255,6 @@ def cache_dir() -> Path:
     """`$LLDIF_EDGE_CACHE` or `~/.cache/lldif-edge`."""
     env = os.environ.get("LLDIF_EDGE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lldif-edge"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _how_to_get() -> str:

@@ -489,15 +489,9 @@ def _report(bench: _Workbench, root: Path, fp32: Pipeline, config: dict, calibra
         raise PackageError(f"INT8 agrees with FP32 on only {check['top1_agreement']:.1%} of the verification "
                            f"faces (< {min_agreement:.0%}): calibrate on real faces, keep more in float (exclude) "
                            "or use the FP32 package")
-    try:
-        import openvino as ov
-    except ImportError:
-        verification["openvino_reads"] = "not checked (openvino not installed)"
-    else:
-        core = ov.Core()
-        for f in sorted(root.glob("*.onnx")):
-            core.read_model(str(f))
-        verification["openvino_reads"] = True
+    from lldif_edge.export.onnx_export import openvino_reads
+
+    verification["openvino_reads"] = openvino_reads(root)
 
     graphs = {}
     for g in bench.graphs:

@@ -38,21 +38,9 @@ DetectFn = Callable[[np.ndarray], list[Detection]]
 
 # ---------------------------------------------------------------- detection and cropping
 def default_detector() -> DetectFn:
-    """The run-time detector (`lldif_edge.app.detect.HaarDetector`), else OpenCV's frontal-face cascade."""
-    try:
-        from lldif_edge.app.detect import HaarDetector
-    except ImportError:
-        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-        if cascade.empty():
-            raise DataError("cannot load OpenCV's Haar face cascade (is opencv-python-headless 4.x installed?)") \
-                from None
+    """The run-time detector, so calibration crops faces exactly as `lldif-edge run` does."""
+    from lldif_edge.app.detect import HaarDetector
 
-        def detect(frame_bgr: np.ndarray) -> list[Detection]:
-            grey = frame_bgr if frame_bgr.ndim == 2 else cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-            boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(24, 24))
-            return [(int(x), int(y), int(w), int(h), 1.0) for x, y, w, h in boxes]
-
-        return detect
     return HaarDetector().detect
 
 
@@ -63,23 +51,10 @@ def is_crop(image: np.ndarray) -> bool:
     return side <= CROP_MAX_SIDE or (abs(h - w) <= SQUARE_TOLERANCE * side and side <= SQUARE_CROP_MAX_SIDE)
 
 
-def _crop_box(box, frame_shape, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
-    """Fallback of `lldif_edge.app.recognizer.crop_box`: a square around the box, `margin` per side, in frame."""
-    H, W = frame_shape[:2]
-    x, y, w, h = box[:4]
-    side = int(round(min(max(w, h) * (1.0 + 2.0 * margin), W, H)))
-    cx, cy = x + w / 2.0, y + h / 2.0
-    x0 = int(round(min(max(cx - side / 2.0, 0), W - side)))
-    y0 = int(round(min(max(cy - side / 2.0, 0), H - side)))
-    return max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
-
-
 def crop_face(frame: np.ndarray, box, margin: float = CROP_MARGIN) -> np.ndarray:
     """The face crop of a detected box (x,y,w,h,...) exactly as the run-time app takes it."""
-    try:
-        from lldif_edge.app.recognizer import crop_box
-    except ImportError:
-        crop_box = _crop_box
+    from lldif_edge.app.recognizer import crop_box
+
     x0, y0, x1, y1 = crop_box(box, frame.shape, margin)
     return frame[y0:y1, x0:x1]
 
