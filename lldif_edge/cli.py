@@ -497,6 +497,7 @@ def run_app(
     record: Path | None = typer.Option(None, "--record", help="Write the annotated video to OUT.mp4"),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per frame on stdout"),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N frames"),
+    threads: int = typer.Option(1, help="Runtime threads per classification call"),
 ) -> None:
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
     from lldif_edge.app import Recognizer, open_source
@@ -505,7 +506,7 @@ def run_app(
     source = open_source(camera=camera, video=video, images=images)  # a bad camera fails within 5 s
     try:
         rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
-                              detector_model=detector_model, brighten=brighten)
+                              detector_model=detector_model, brighten=brighten, threads=threads)
     except BaseException:
         source.close()
         raise
