@@ -145,15 +145,15 @@ def test_reset_forgets_tracks():
 def test_load_uses_runtimes_lazily(tmp_path, monkeypatch):
     seen = {}
 
-    def load_pipeline(package, backend, device):
-        seen.update(package=package, backend=backend, device=device)
+    def load_pipeline(package, backend, device, threads):
+        seen.update(package=package, backend=backend, device=device, threads=threads)
         return BrightnessPredictor()
 
     import lldif_edge.runtimes as runtimes
 
     monkeypatch.setattr(runtimes, "load_pipeline", load_pipeline, raising=False)
     r = Recognizer.load(tmp_path, backend="openvino", device="cpu", detector=BoxesDetector(), smoothing=1.0)
-    assert seen == {"package": tmp_path, "backend": "openvino", "device": "cpu"}
+    assert seen == {"package": tmp_path, "backend": "openvino", "device": "cpu", "threads": 1}
     assert r.classes[3] == "happy" and r.tracker_args["alpha"] == 1.0
     monkeypatch.delattr(runtimes, "load_pipeline")
     with pytest.raises(LldifError, match="runtime"):
