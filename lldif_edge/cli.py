@@ -99,7 +99,7 @@ class _RichReporter:
             + (f" val low-light acc {val:.4f}" if val is not None else "")
             + f" ({record['seconds']:.0f} s)"
         )
-        print(json.dumps(record), file=sys.stderr if False else sys.stdout, flush=True)
+        print(json.dumps(record), flush=True)  # one JSON line per epoch for logs and scripts
 
 
 # ---------------------------------------------------------------- data

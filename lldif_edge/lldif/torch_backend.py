@@ -59,21 +59,13 @@ class TorchBackend(Backend):
         else:
             raise BackendError(f"torch: no sub-module for graph file {model_path.name}")
         self.module = module.to(self.device).eval()
-        self._inputs, self._outputs = inputs, outputs
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
+        self.input_names, self.output_names = inputs, outputs
 
     @torch.inference_mode()
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self._inputs]
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
         out = self.module(*args)
-        return {self._outputs[0]: out.float().cpu().numpy()}
+        return {self.output_names[0]: out.float().cpu().numpy()}
 
     def describe(self) -> str:
         return f"torch {torch.__version__} {self.device.type} FP32"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -12,10 +13,17 @@ class Backend(ABC):
     """One loaded sub-graph on one device. `run` must be safe to call from several threads."""
 
     name: str = ""
+    requires: str | None = None  # the Python package the backend needs
+    install_hint: str = ""
+    # Set by __init__: the graph's tensor names, in the graph's order.
+    input_names: list[str]
+    output_names: list[str]
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """(available, reason): whether the backend's package is importable here, and why not."""
+        if cls.requires and importlib.util.find_spec(cls.requires) is None:
+            return False, f"package {cls.requires} is not installed{cls.install_hint}"
         return True, ""
 
     @classmethod
@@ -25,14 +33,6 @@ class Backend(ABC):
     @abstractmethod
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None, **options):
         ...
-
-    @property
-    @abstractmethod
-    def input_names(self) -> list[str]: ...
-
-    @property
-    @abstractmethod
-    def output_names(self) -> list[str]: ...
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -23,13 +23,7 @@ DEVICE_PROVIDERS = {
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    @classmethod
-    def availability(cls) -> tuple[bool, str]:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False, "package onnxruntime is not installed"
-        return True, ""
+    requires = "onnxruntime"
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -62,20 +56,12 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # ORT raises its own exception types
             raise BackendError(f"onnxruntime cannot load {model_path}: {str(e).splitlines()[0]}") from e
         self.provider = self.session.get_providers()[0]
-        self._inputs = [i.name for i in self.session.get_inputs()]
-        self._outputs = [o.name for o in self.session.get_outputs()]
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self._outputs, feeds)
-        return dict(zip(self._outputs, outs, strict=True))
+        outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs, strict=True))
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider}"

@@ -25,13 +25,8 @@ MAX_BATCH = 16
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    @classmethod
-    def availability(cls) -> tuple[bool, str]:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False, "package openvino is not installed (pip install lldif-edge[openvino])"
-        return True, ""
+    requires = "openvino"
+    install_hint = " (pip install lldif-edge[openvino])"
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -59,8 +54,8 @@ class OpenVinoBackend(Backend):
             config["CACHE_DIR"] = str(cache_dir)
         self.core, self.device, self.config = core, device, config
         self.model = core.read_model(str(model_path))
-        self._inputs = [p.get_any_name() for p in self.model.inputs]
-        self._outputs = [p.get_any_name() for p in self.model.outputs]
+        self.input_names = [p.get_any_name() for p in self.model.inputs]
+        self.output_names = [p.get_any_name() for p in self.model.outputs]
         self._compiled: dict[int, object] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # infer requests are not thread-safe: one per thread and batch size
@@ -80,21 +75,13 @@ class OpenVinoBackend(Backend):
                                        f"{str(e).splitlines()[0]}") from e
             return self._compiled[batch]
 
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = max(v.shape[0] for v in feeds.values())
         if batch > MAX_BATCH:
             # Inputs with a batch of 1 (the sampler's start noise) are broadcast, not split.
             parts = [self._run({k: v[i:i + MAX_BATCH] if v.shape[0] == batch else v for k, v in feeds.items()})
                      for i in range(0, batch, MAX_BATCH)]
-            return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
+            return {k: np.concatenate([p[k] for p in parts]) for k in self.output_names}
         return self._run(feeds)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -103,7 +90,7 @@ class OpenVinoBackend(Backend):
         if batch not in requests:
             requests[batch] = self._compile(batch).create_infer_request()
         result = requests[batch].infer(feeds)
-        return {name: np.array(result[name]) for name in self._outputs}
+        return {name: np.array(result[name]) for name in self.output_names}
 
     def inference_precision(self) -> str:
         try:
