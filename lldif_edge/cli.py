@@ -38,7 +38,7 @@ def train(
     data: Path = typer.Option(..., help="Training folder <root>/<class>/*.jpg"),
     out: Path = typer.Option(..., help="Run folder: checkpoints, last.pt for --resume"),
     val: Path | None = typer.Option(None, help="Validation folder (darkened once with --val-seed)"),
-    preset: str = typer.Option("base", help="Model preset: tiny | base"),
+    preset: str = typer.Option("base", help="Model preset: tiny | base | cnn (plain CNN baseline, with --no-prior)"),
     stage: str = typer.Option("all", help="1 | 2 | all"),
     epochs: int = typer.Option(30, help="Stage-1 epochs"),
     stage2_epochs: int | None = typer.Option(None, help="Stage-2 epochs (default: half of --epochs)"),
@@ -46,6 +46,7 @@ def train(
     lr: float = typer.Option(2e-3),
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
     no_prior: bool = typer.Option(False, "--no-prior", help="Ablation: the LLformer without the EPD"),
+    label_dropout: float = typer.Option(1.0, help="Stage 1: share of EPDs made without the true label"),
     init: Path | None = typer.Option(None, help="Stage-1 checkpoint to start stage 2 from"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
@@ -61,11 +62,14 @@ def train(
 
     if stage not in ("1", "2", "all"):
         raise LldifError(f"--stage must be 1, 2 or all, not '{stage}'")
+    if not 0 <= label_dropout <= 1:
+        raise LldifError(f"--label-dropout must be in [0, 1], not {label_dropout}")
     if threads:
         torch.set_num_threads(threads)
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, prior=not no_prior,
+        label_dropout=label_dropout,
         seed=seed, val_seed=val_seed, bf16=bf16, resume=resume, init=str(init) if init else None,
     )
     best = run_training(tc, _RichReporter())

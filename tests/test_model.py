@@ -154,3 +154,11 @@ def test_missing_or_damaged_checkpoint_is_a_package_error(tmp_path):
     path.with_suffix(".json").write_text("{not json")
     with pytest.raises(PackageError, match="cannot load"):
         load_checkpoint(path)
+
+
+def test_cnn_baseline_preset_is_a_plain_cnn_of_similar_cost():
+    cnn = build_model(preset_config("cnn", prior=False))
+    assert len(cnn.llformer.blocks) == 0 and not hasattr(cnn, "denoiser")
+    assert cnn(_batch(2)).shape == (2, 7)
+    base_llformer_macs = count_macs(build_model(preset_config("base", prior=False)))
+    assert 0.8 < count_macs(cnn) / base_llformer_macs < 1.5

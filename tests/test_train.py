@@ -43,7 +43,7 @@ def _config(data, out, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, faces_train, faces_val):
-    """One full two-stage run (s1 6 epochs, dm 2, joint 4), shared by the tests below."""
+    """One full two-stage run (s1 6 epochs, dm 1, joint 5), shared by the tests below."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run")
     rec = Recorder()
@@ -53,8 +53,8 @@ def trained(tmp_path_factory, faces_train, faces_val):
 
 def test_plan_phases():
     tc = TrainConfig(data="d", out="o", epochs=10, stage2_epochs=6)
-    assert plan_phases(tc) == [("s1", 10), ("dm", 2), ("joint", 4)]
-    tc.stage = "2"
+    assert plan_phases(tc) == [("s1", 10), ("dm", 1), ("joint", 5)]
+    tc.stage, tc.dm_fraction = "2", 0.3
     assert plan_phases(tc) == [("dm", 2), ("joint", 4)]
     tc.stage, tc.prior = "all", False
     assert plan_phases(tc) == [("s1", 10), ("s2", 6)]
@@ -65,7 +65,7 @@ def test_plan_phases():
 def test_tiny_preset_learns_well_above_chance(trained):
     out, best, rec = trained
     assert best == out / "best.safetensors" and best.is_file()
-    assert [r["phase"] for r in rec.records] == ["s1"] * 6 + ["dm"] * 2 + ["joint"] * 4
+    assert [r["phase"] for r in rec.records] == ["s1"] * 6 + ["dm"] * 1 + ["joint"] * 5
     assert rec.steps == 12 * (7 * 24 // 16)
     meta = json.loads(best.with_suffix(".json").read_text())
     m = meta["metrics"]
@@ -173,3 +173,37 @@ def test_ddp_two_processes(faces_train, tmp_path):
     assert [h["phase"] for h in history] == ["s1", "dm", "joint"]  # rank 0 alone records
     model, _ = load_checkpoint(out)
     assert model(torch.rand(2, 3, 48, 48)).shape == (2, 7)
+
+
+def test_augment_pair_gives_the_same_view_before_darkening():
+    from lldif_edge.lldif.augment import augment_pair
+
+    images = torch.randint(0, 256, (8, 48, 48, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x, clean = augment_pair(images, 3, torch.Generator().manual_seed(1), darken_p=1.0)
+    assert x.shape == clean.shape == (8, 3, 48, 48)
+    assert x.mean() < 0.6 * clean.mean()  # every view darkened, the clean twin not
+    x0, clean0 = augment_pair(images, 3, torch.Generator().manual_seed(1), darken_p=0.0)
+    assert torch.equal(x0, clean0) and torch.allclose(clean0, clean)  # same flip and affine either way
+
+
+def test_stage1_epd_comes_from_the_clean_view_without_the_label():
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+    from lldif_edge.lldif.train import Objective
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny"))
+    seen = []
+    original = model.teacher_epd
+    model.teacher_epd = lambda image, labels, dropout=0.0: seen.append((image, dropout)) or original(
+        image, labels, dropout)
+    objective = Objective(model, None, TrainConfig(data="d", out="o"))
+    dark, clean = torch.rand(4, 3, 48, 48) * 0.1, torch.rand(4, 3, 48, 48)
+    objective(dark, torch.tensor([0, 1, 2, 3]), clean)
+    assert seen[0][0] is clean and seen[0][1] == 1.0
+
+
+def test_cnn_preset_refuses_a_prior(tmp_path, faces_train):
+    result = CliRunner().invoke(app, ["train", "--data", str(faces_train), "--out", str(tmp_path / "r"),
+                                      "--preset", "cnn", "--epochs", "1"])
+    assert result.exit_code != 0 and "--no-prior" in str(result.exception or result.output)

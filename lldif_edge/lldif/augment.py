@@ -45,12 +45,22 @@ def to_model_input(images_u8: torch.Tensor, in_chans: int) -> torch.Tensor:
     return x.expand(-1, in_chans, -1, -1).contiguous() if x.shape[1] != in_chans else x
 
 
-def augment(images_u8: torch.Tensor, in_chans: int, gen: torch.Generator, darken_p: float) -> torch.Tensor:
+def augment_pair(images_u8: torch.Tensor, in_chans: int, gen: torch.Generator,
+                 darken_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training view (flipped, moved, darkened with probability `darken_p`) and the same view before
+    darkening: stage 1 makes the EPD from the normal-light face, the privileged view the sampler must recover."""
     x = to_model_input(images_u8, 1 if images_u8.shape[-1] == 1 else in_chans)
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    x = random_affine(x, gen)
+    clean = random_affine(x, gen)
+    x = clean
     if darken_p > 0:
         dark = (torch.rand(x.shape[0], generator=gen) < darken_p)[:, None, None, None]
-        x = torch.where(dark, darken_batch(x, gen), x)
-    return x.expand(-1, in_chans, -1, -1).contiguous() if x.shape[1] != in_chans else x
+        x = torch.where(dark, darken_batch(clean, gen), clean)
+    if x.shape[1] != in_chans:
+        x, clean = x.expand(-1, in_chans, -1, -1).contiguous(), clean.expand(-1, in_chans, -1, -1).contiguous()
+    return x, clean
+
+
+def augment(images_u8: torch.Tensor, in_chans: int, gen: torch.Generator, darken_p: float) -> torch.Tensor:
+    return augment_pair(images_u8, in_chans, gen, darken_p)[0]

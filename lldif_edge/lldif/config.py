@@ -56,6 +56,9 @@ PRESETS: dict[str, dict] = {
         clip_dim=16, epd_dim=16, encoder_channels=(8, 12, 16), cond_dim=16, denoiser_hidden=32,
         timesteps=100, sample_steps=8,
     ),
+    # The plain-CNN baseline of the model card: the LLformer's residual conv stem one stage deeper, no
+    # transformer blocks and no prior (train it with --no-prior); about the base LLformer's multiply-adds.
+    "cnn": dict(stem_channels=(16, 32, 64, 128), stem_blocks=(0, 1, 1, 1), embed_dim=128, depth=0),
 }
 
 

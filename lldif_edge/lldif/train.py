@@ -24,7 +24,7 @@ from torch import nn
 
 from lldif_edge.data import FolderData, drop_duplicates, load_folder
 from lldif_edge.errors import LldifError
-from lldif_edge.lldif.augment import augment, to_model_input
+from lldif_edge.lldif.augment import augment_pair, to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint, load_resume_state, save_checkpoint
 from lldif_edge.lldif.config import preset_config
 from lldif_edge.lldif.model import LLDif, build_model, count_macs, inference_parameters
@@ -47,11 +47,13 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     darken_p: float = 0.9
-    label_dropout: float = 0.5
+    # 1.0: the stage-1 EPD never sees the true label (LA-CLIP's own guess stands in), so the LLformer cannot
+    # read the answer off it; it carries the normal-light face instead (see augment_pair).
+    label_dropout: float = 1.0
     clip_weight: float = 0.5
     l1_weight: float = 1.0
     kl_weight: float = 1.0
-    dm_fraction: float = 0.3  # share of stage-2 epochs that train only the condition encoder + denoiser
+    dm_fraction: float = 0.1  # share of stage-2 epochs that train only the condition encoder + denoiser
     prior: bool = True
     seed: int = 0
     val_seed: int = 0
@@ -89,19 +91,22 @@ class Objective(nn.Module):
         self.model, self.teacher, self.tc = model, teacher, tc
         self.phase = "s1"
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`x` the (mostly darkened) training view, `clean` the same view in normal light: the teacher EPD
+        comes from `clean`, everything the deployed model computes from `x`."""
         m, tc = self.model, self.tc
         zero = x.new_zeros(())
         if self.phase in ("s1", "s2"):
             if not m.cfg.prior:
                 logits = m.llformer(x)
                 return F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing), logits, zero
-            epd, clip_logits = m.teacher_epd(x, y, tc.label_dropout)
+            epd, clip_logits = m.teacher_epd(clean, y, tc.label_dropout)
             logits = m.llformer(x, epd)
             loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
             return loss + tc.clip_weight * F.cross_entropy(clip_logits, y), logits, zero
         with torch.no_grad():
-            target, _ = m.teacher_epd(x, y)
+            target, _ = m.teacher_epd(clean, y if tc.label_dropout < 1 else None)
         epd = m.sample_epd(x)
         l1 = (epd.float() - target.float()).abs().mean()
         if self.phase == "dm":
@@ -207,6 +212,8 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         cfg = preset_config(tc.preset, prior=tc.prior)
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
+    if cfg.prior and cfg.depth == 0:
+        raise LldifError(f"preset '{tc.preset}' has no transformer blocks for the EPD to condition: add --no-prior")
     if cfg.prior != tc.prior:
         raise LldifError(f"--init {tc.init} has prior={cfg.prior}, but this run asks prior={tc.prior}")
     channels = 1 if cfg.grayscale else 3
@@ -271,11 +278,12 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
             t0, seen, correct, loss_sum, l1_sum = time.time(), 0, 0, 0.0, 0.0
             for s in range(steps_per_epoch):
                 idx = mine[s * per_rank:(s + 1) * per_rank]
-                x = augment(train_x[idx], cfg.in_chans, gen, tc.darken_p).contiguous(
-                    memory_format=torch.channels_last)
+                x, clean = augment_pair(train_x[idx], cfg.in_chans, gen, tc.darken_p)
+                x = x.contiguous(memory_format=torch.channels_last)
+                clean = clean.contiguous(memory_format=torch.channels_last)
                 y = train_y[idx]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, logits, l1 = runner(x, y)
+                    loss, logits, l1 = runner(x, y, clean)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, 5.0)
