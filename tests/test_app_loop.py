@@ -271,3 +271,29 @@ def test_stage_times_fixed_memory():
     s = st.summary()
     assert s["capture"]["mean_ms"] == pytest.approx(49.5) and s["capture"]["median_ms"] == pytest.approx(95.5)
     assert st.buf.shape == (8, 5)
+
+
+def test_prefetch_keeps_order_and_ends_with_the_file():
+    src = loop.PrefetchSource(ListSource(frames(6), live=False), depth=2)
+    got = [src.read() for _ in range(6)]
+    assert [int(f[0, 0, 0]) for f in got] == [0, 10, 20, 30, 40, 50]
+    assert src.read() is None and src.read() is None
+    src.close()
+    assert src.inner.closed and not src._thread.is_alive()
+
+
+def test_prefetched_live_stream_lost_still_ends_cleanly(tmp_path):
+    inner = ListSource(frames(5))
+    buf = io.StringIO()
+    stats = run(fake_recognizer(), loop.PrefetchSource(inner), show=False, json_out=buf, retries=2,
+                retry_sleep=0.01)
+    assert stats["ended"] == "stream_lost" and stats["frames"] == 5 and stats["read_failures"] == 2
+    assert inner.closed and len(json_lines(buf)) == 5
+
+
+def test_run_prefetches_video_files(plain_video, monkeypatch):
+    made = []
+    original = loop.PrefetchSource
+    monkeypatch.setattr(loop, "PrefetchSource", lambda s: made.append(s) or original(s))
+    stats = run(fake_recognizer(), open_source(video=plain_video), show=False)
+    assert stats["frames"] == 8 and stats["ended"] == "end" and len(made) == 1

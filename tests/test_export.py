@@ -81,6 +81,20 @@ def test_fused_graph_matches_sub_graphs(package):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_onnxruntime_io_binding_chains_ortvalues_and_matches(package):
+    """The GPU path (IO binding, intermediates kept as OrtValues) exercised on the CPU provider."""
+    import onnxruntime as ort
+
+    faces, _ = synthetic_faces(5, seed=6)
+    plain = load_pipeline(package)
+    bound = load_pipeline(package, io_binding=True)
+    assert all(stage.device_tensors for _, stage in bound.stages) and "IO binding" in bound.describe()
+    cond = bound.stages[0][1]
+    out = cond.run({"image": bound.preprocess(faces)}, keep_on_device=True)
+    assert all(isinstance(v, ort.OrtValue) for v in out.values())
+    np.testing.assert_allclose(bound.predict(faces), plain.predict(faces), atol=1e-6)
+
+
 def test_single_face_rgb_and_batch_array_inputs(package):
     faces, _ = synthetic_faces(3, seed=5)
     pipe = load_pipeline(package)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import re
 import sys
 import threading
@@ -118,6 +119,60 @@ class ImageFolderSource:
 
     def close(self) -> None:
         pass
+
+
+class PrefetchSource:
+    """Decodes the next frames of a capture in a worker thread while the current one is processed.
+
+    OpenCV releases the GIL while it decodes, so capture overlaps detection and classification on the other
+    core (~1 ms of a ~10 ms frame at 640x480). Frames keep their order; at most `depth` wait, so memory is
+    bounded and a live camera is at most `depth` frames behind. A failed read of a live source reaches the
+    reader as None like before (and is retried there); a file's None ends it.
+    """
+
+    def __init__(self, inner: Source, depth: int = 2):
+        self.inner, self.name, self.live, self.fps = inner, inner.name, inner.live, inner.fps
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._work, name="lldif-edge-capture", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self.inner.read()
+            except Exception as e:  # noqa: BLE001 - reported to the reader as a failed read
+                log.warning("%s: read failed: %s", self.name, e)
+                frame = None
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if frame is None:
+                if not self.live:
+                    return
+                time.sleep(0.05)  # a live source that failed: do not spin
+
+    def read(self) -> np.ndarray | None:
+        while not self._ended:
+            try:
+                frame = self._queue.get(timeout=0.1)  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                if self._thread.is_alive():
+                    continue
+                return None
+            if frame is None and not self.live:
+                self._ended = True
+            return frame
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.inner.close()
 
 
 def _open_capture(target, timeout: float, params: list[int]) -> tuple[cv2.VideoCapture | None, np.ndarray | None, bool]:
@@ -257,14 +312,17 @@ class StageTimes:
 def run(recognizer, source: Source, *, show: bool | None = None, record: str | Path | None = None,
         json_out: TextIO | None = None, max_frames: int | None = None, track: bool | None = None,
         retries: int = 3, retry_sleep: float = 0.2, overlay: bool | None = None,
-        window: str = "lldif-edge") -> dict:
+        window: str = "lldif-edge", prefetch: bool = True) -> dict:
     """Run `recognizer` over `source` (closed at the end) until it ends, `max_frames`, `q`/Esc or Ctrl-C.
 
     `show`: a window (default: only when a display and a GUI-capable OpenCV exist). `record`: an .mp4 path.
     `json_out`: a text stream that gets one JSON line per frame. `track`: default on, off for an images folder
     (unrelated stills). `overlay`: draw on the frames (default: when showing or recording).
+    `prefetch`: decode camera/video frames in a worker thread (PrefetchSource).
     Returns stats: frames, seconds, fps, per-stage mean/median ms, how the run ended, and more.
     """
+    if prefetch and isinstance(source, CaptureSource):
+        source = PrefetchSource(source)
     try:
         if show is None:
             show = display_available() and gui_available()

@@ -18,6 +18,9 @@ class Backend(ABC):
     # Set by __init__: the graph's tensor names, in the graph's order.
     input_names: list[str]
     output_names: list[str]
+    # True when `run(feeds, keep_on_device=True)` can return device tensors that the next stage's `run`
+    # accepts as inputs (a GPU pipeline then skips host copies between sub-graphs).
+    device_tensors: bool = False
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

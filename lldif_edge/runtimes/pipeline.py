@@ -86,9 +86,14 @@ class Pipeline:
         """Run the sub-graphs on a preprocessed batch; `timings` collects milliseconds per stage."""
         self.check_input(x)
         tensors = {"image": x, **{k: v for k, v in self.constants.items()}}
-        for name, stage in self.stages:
+        last = len(self.stages) - 1
+        for i, (name, stage) in enumerate(self.stages):
             t0 = time.perf_counter()
-            tensors.update(stage.run({k: tensors[k] for k in stage.input_names}))
+            feeds = {k: tensors[k] for k in stage.input_names}
+            if stage.device_tensors:  # intermediate results stay on the device until the last stage
+                tensors.update(stage.run(feeds, keep_on_device=i < last))
+            else:
+                tensors.update(stage.run(feeds))
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
         return tensors["logits"]
