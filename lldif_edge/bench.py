@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lldif_edge.opkinds import op_kind
+
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
     a = np.asarray(samples_ms)
@@ -50,6 +52,31 @@ def bench_pipeline(pipe, faces: np.ndarray, batch: int, warmup: int = 20, runs: 
     latency = measure_latency(lambda t: pipe.logits(x1, t), warmup, runs)
     throughput = measure_throughput(lambda: pipe.logits(xb), batch, seconds)
     return {"latency_ms": latency, "throughput_fps": throughput, "batch": batch, "describe": pipe.describe()}
+
+
+def profile_ops(pipe, faces: np.ndarray, runs: int = 200, warmup: int = 20) -> list[dict]:
+    """Where batch-1 time goes: per sub-graph, op type and kernel (ORT provider / OpenVINO exec type).
+
+    `pipe` must be loaded with `profile=True`; `ms_per_face` is the mean over warm-up and timed runs (the
+    profilers cannot be reset in between). Rows are sorted by time.
+    """
+    x1 = pipe.preprocess(faces[:1])
+    for _ in range(warmup + runs):
+        pipe.logits(x1)
+    rows = []
+    for graph, stage in pipe.stages:
+        if not hasattr(stage, "op_profile"):
+            from lldif_edge.errors import BackendError
+
+            raise BackendError(f"{stage.name} cannot profile ops (onnxruntime and openvino can)")
+        for (op, kernel), r in stage.op_profile().items():
+            n = warmup + runs
+            rows.append({"graph": graph, "op": op, "kernel": kernel, "kind": op_kind(op, kernel),
+                         "ms_per_face": r["us"] / 1000.0 / n, "calls_per_face": r["calls"] / n})
+    total = sum(r["ms_per_face"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = r["ms_per_face"] / total
+    return sorted(rows, key=lambda r: -r["ms_per_face"])
 
 
 def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict | None]]:

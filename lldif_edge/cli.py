@@ -418,10 +418,12 @@ def bench(
     model: Path | None = typer.Option(None, help="Reference checkpoint (default: the one in the manifest)"),
     teacher_steps: int | None = typer.Option(None, help="Reference sampler steps (default: the teacher's S)"),
     chart: Path | None = typer.Option(None, help="Write a PNG bar chart of latency and throughput"),
+    profile: bool = typer.Option(False, help="Also time every op type and kernel (onnxruntime, openvino): "
+                                             "where the time goes, and which layers really ran in int8"),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
 ) -> None:
     """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
-    from lldif_edge.bench import bench_pipeline, runner_variants, write_bench_chart
+    from lldif_edge.bench import bench_pipeline, profile_ops, runner_variants, write_bench_chart
     from lldif_edge.lowlight import darken_many
     from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
@@ -442,7 +444,12 @@ def bench(
             pipe = load_pipeline(root, backend=name, device=device, threads=threads, **options)
             r = bench_pipeline(pipe, faces, batch, runs=runs)
             r["package"] = str(root)
-            results["runners"][f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label] = r
+            key = f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label
+            results["runners"][key] = r
+            if profile and name in ("onnxruntime", "openvino"):
+                # A separate load: profiling slows the runs it records, so it never touches the latencies above.
+                profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
+                results.setdefault("profiles", {})[key] = profile_ops(profiled, faces, runs=runs)
     ckpt = model or checkpoint_path(first_manifest)
     if reference is None:
         reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
@@ -477,6 +484,20 @@ def _print_bench(results: dict) -> None:
         out.print(f"{name}: {r['describe']}")
     for label, why in results["skipped"].items():
         out.print(f"{label}: not run ({why})")
+    for name, rows in results.get("profiles", {}).items():
+        kinds: dict[str, float] = {}
+        for r in rows:
+            kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["share"]
+        prof = Table(title=f"{name}: where the time goes (ops >= 1 %; "
+                           + ", ".join(f"{k} {v:.0%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+                           + ")")
+        for col in ("graph", "op", "kernel", "kind", "ms/face", "share"):
+            prof.add_column(col, justify="right" if col in ("ms/face", "share") else "left")
+        for r in rows:
+            if r["share"] >= 0.01:
+                prof.add_row(r["graph"], r["op"], r["kernel"], r["kind"], f"{r['ms_per_face']:.4f}",
+                             f"{r['share']:.1%}")
+        out.print(prof)
     if "speedup_vs_torch_p50" in results:
         first = next(iter(results["runners"]))
         out.print(f"{first} vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x faster")

@@ -95,6 +95,20 @@ def test_onnxruntime_io_binding_chains_ortvalues_and_matches(package):
     np.testing.assert_allclose(bound.predict(faces), plain.predict(faces), atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_op_profile_says_where_the_time_goes(package, backend):
+    from lldif_edge.bench import profile_ops
+
+    faces, _ = synthetic_faces(2, seed=7)
+    rows = profile_ops(load_pipeline(package, backend=backend, threads=1, profile=True), faces, runs=5, warmup=1)
+    assert {r["graph"] for r in rows} == {"cond", "denoiser", "llformer"}
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-6 and all(r["ms_per_face"] >= 0 for r in rows)
+    assert {r["kind"] for r in rows} <= {"int8_kernels", "float_compute", "qdq", "other"}
+    assert any(r["kind"] == "float_compute" for r in rows)  # an FP32 package: convs and GEMMs in float
+    with pytest.raises(BackendError, match="profile=True"):
+        load_pipeline(package, backend=backend).stages[0][1].op_profile()
+
+
 def test_single_face_rgb_and_batch_array_inputs(package):
     faces, _ = synthetic_faces(3, seed=5)
     pipe = load_pipeline(package)
@@ -214,6 +228,9 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     res = json.loads(r.stdout)
     assert "onnxruntime" in res["runners"] and res["speedup_vs_torch_p50"] > 0
     assert set(res["runners"]["onnxruntime"]["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
+    r = cli("bench", "--package", out, "--runs", "5", "--batch", "2", "--no-reference", "--profile")
+    assert r.returncode == 0, r.stderr
+    assert "where the time goes" in r.stdout and "float_compute" in r.stdout
     r = cli("info", "--json")
     assert r.returncode == 0, r.stderr
     rows = {b["backend"]: b for b in json.loads(r.stdout)["backends"]}

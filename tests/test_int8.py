@@ -252,6 +252,8 @@ def test_node_groups_find_the_sensitive_nodes(tiny_ckpt, tmp_path):
     assert groups["Standardize"] and not any("Conv" in n for n in groups["Standardize"])
     assert not any(n.endswith(("Conv", "MatMul", "Gemm")) for n in groups["Elementwise"])
     assert set(groups["LayerNormalization"]) <= set(groups["Elementwise"])
+    assert "/llformer/blocks.0/attn/qkv/MatMul" in groups["MatMul"]
+    assert all(n.rsplit("/", 1)[-1].startswith(("MatMul", "Gemm")) for n in groups["MatMul"])
 
 
 def test_synthesis_beats_noise_on_bn_statistics(tiny_ckpt):

@@ -21,6 +21,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from lldif_edge.errors import LldifError
+from lldif_edge.opkinds import op_kind
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,10 @@ TARGETS = {
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
 # The node groups whose sensitivity is measured; see `node_groups`.
-GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd")
+GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd", "MatMul")
 # What "Elementwise" leaves quantized: the ops with integer kernels that pay, and what fuses into them.
 CORE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
             "GlobalAveragePool"}
-
-INT8_KERNELS = {"QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-                "QAttention", "NhwcQLinearConv", "QLinearMatMul", "QLinearConv"}
-FLOAT_COMPUTE = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm",
-                 "FusedGemm", "Attention", "MultiHeadAttention", "TransposeMatMul"}
-QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 
 
 @dataclass(frozen=True)
@@ -191,6 +186,9 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     * LayerNormalization, Softmax: those ops.
     * Gelu: Erf and the Div/Add/Mul around it (opset 17 spells GELU out), or a Gelu op.
     * ResidualAdd: Adds of two computed tensors of the same shape (skip connections, not bias/broadcast adds).
+    * MatMul: MatMul and Gemm (the transformer's linear layers and attention products, the heads). On a CPU
+      without VNNI both ORT's QLinearMatMul and OpenVINO's jit_gemm_I8 were slower than their float GEMMs
+      (`lldif-edge bench --profile`), so keeping these in float can be faster as well as more exact.
     """
     model = onnx.load(str(path))
     g = model.graph
@@ -219,6 +217,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     for n in g.node:
         if n.op_type in ("LayerNormalization", "Softmax"):
             groups[n.op_type].append(n.name)
+        elif n.op_type in ("MatMul", "Gemm"):
+            groups["MatMul"].append(n.name)
         elif n.op_type in ("Gelu", "FastGelu", "BiasGelu"):
             groups["Gelu"].append(n.name)
         elif n.op_type == "Erf":
@@ -257,15 +257,7 @@ def classify_ops(counts: dict[str, int]) -> dict:
     """Split an op count into integer kernels, float compute (conv/matmul/gemm), Q/DQ and the rest."""
     out: dict = {"int8_kernels": {}, "float_compute": {}, "qdq": {}, "other": {}}
     for op, n in counts.items():
-        base = op.split(" ")[0]
-        if base in INT8_KERNELS or base.startswith("QLinear"):
-            out["int8_kernels"][op] = n
-        elif base in FLOAT_COMPUTE:
-            out["float_compute"][op] = n
-        elif base in QDQ:
-            out["qdq"][op] = n
-        else:
-            out["other"][op] = n
+        out[op_kind(op)][op] = n
     out["int8_kernel_count"] = sum(out["int8_kernels"].values())
     out["float_compute_count"] = sum(out["float_compute"].values())
     return out

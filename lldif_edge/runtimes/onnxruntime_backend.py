@@ -33,7 +33,7 @@ class OnnxRuntimeBackend(Backend):
         return [d for d, prov in DEVICE_PROVIDERS.items() if prov[0] in have]
 
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
-                 io_binding: bool | None = None, **options):
+                 io_binding: bool | None = None, profile: bool = False, **options):
         """`io_binding`: run through ORT IO binding, outputs allocated on the execution device, so the pipeline
         hands one sub-graph's output to the next without a host round trip (default: on for CUDA/TensorRT)."""
         import onnxruntime as ort
@@ -52,6 +52,11 @@ class OnnxRuntimeBackend(Backend):
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if profile:  # per-node timings for `op_profile` (bench --profile)
+            import tempfile
+
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="lldif-edge-ort-")) / "profile")
         for key, value in options.items():
             so.add_session_config_entry(key, str(value))
         try:
@@ -87,6 +92,25 @@ class OnnxRuntimeBackend(Backend):
         if not keep_on_device:
             outs = [o.numpy() for o in outs]
         return dict(zip(self.output_names, outs, strict=True))
+
+    def op_profile(self) -> dict[tuple[str, str], dict]:
+        """(op type, provider) -> {"us": total microseconds, "calls": n} since load (needs `profile=True`)."""
+        import json
+        import shutil
+
+        path = Path(self.session.end_profiling())
+        if not path.is_file():
+            raise BackendError("onnxruntime: load the backend with profile=True to get an op profile")
+        rows: dict[tuple[str, str], dict] = {}
+        for ev in json.loads(path.read_text()):
+            args = ev.get("args") or {}
+            if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+                continue
+            row = rows.setdefault((args.get("op_name", "?"), args.get("provider", "?")), {"us": 0.0, "calls": 0})
+            row["us"] += float(ev.get("dur", 0))
+            row["calls"] += 1
+        shutil.rmtree(path.parent, ignore_errors=True)
+        return rows
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider}" + (" (IO binding)" if self.device_tensors else "")

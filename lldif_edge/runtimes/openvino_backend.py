@@ -35,7 +35,8 @@ class OpenVinoBackend(Backend):
         return list(ov.Core().available_devices)
 
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
-                 precision: str | None = None, hint: str = "LATENCY", cache_dir: str | None = None, **options):
+                 precision: str | None = None, hint: str = "LATENCY", cache_dir: str | None = None,
+                 profile: bool = False, **options):
         import openvino as ov
 
         core = ov.Core()
@@ -52,6 +53,9 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = precision
         if cache_dir:
             config["CACHE_DIR"] = str(cache_dir)
+        if profile:  # per-layer timings and the precision each layer really ran in, for `op_profile`
+            config["PERF_COUNT"] = "YES"
+        self._profile: dict[tuple[str, str], dict] | None = {} if profile else None
         self.core, self.device, self.config = core, device, config
         self.model = core.read_model(str(model_path))
         self.input_names = [p.get_any_name() for p in self.model.inputs]
@@ -90,7 +94,20 @@ class OpenVinoBackend(Backend):
         if batch not in requests:
             requests[batch] = self._compile(batch).create_infer_request()
         result = requests[batch].infer(feeds)
+        if self._profile is not None:
+            with self._lock:
+                for info in requests[batch].profiling_info:
+                    if info.status == info.Status.EXECUTED:
+                        row = self._profile.setdefault((info.node_type, info.exec_type), {"us": 0.0, "calls": 0})
+                        row["us"] += info.real_time.total_seconds() * 1e6
+                        row["calls"] += 1
         return {name: np.array(result[name]) for name in self.output_names}
+
+    def op_profile(self) -> dict[tuple[str, str], dict]:
+        """(layer type, kernel e.g. jit_avx2_I8) -> {"us", "calls"} since load (needs `profile=True`)."""
+        if self._profile is None:
+            raise BackendError("openvino: load the backend with profile=True to get an op profile")
+        return dict(self._profile)
 
     def inference_precision(self) -> str:
         try:
