@@ -112,12 +112,16 @@ def darken(
     src: Path = typer.Argument(..., help="Folder tree of images"),
     dst: Path = typer.Argument(..., help="Output folder (PNG files, same tree)"),
     seed: int = typer.Option(0, help="Same seed, same output"),
+    exclude: Path | None = typer.Option(None, help="Skip images byte-identical to one in this folder (e.g. the "
+                                                   "training set) or to an earlier one: a de-duplicated test set"),
 ) -> None:
     """Write a darkened copy of a folder tree (DESIGN section 2 synthesis)."""
+    import hashlib
+
     import cv2
     import numpy as np
 
-    from lldif_edge.data import IMAGE_EXTS
+    from lldif_edge.data import IMAGE_EXTS, file_sha1s
     from lldif_edge.lowlight import darken as darken_one
 
     if not src.is_dir():
@@ -125,10 +129,18 @@ def darken(
     files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise DataError(f"no images under {src}")
-    written = skipped = 0
+    seen = file_sha1s(exclude) if exclude else None
+    written = skipped = duplicates = 0
     for f in files:
         rel = f.relative_to(src)
-        img = cv2.imdecode(np.fromfile(str(f), np.uint8), cv2.IMREAD_UNCHANGED)
+        raw = f.read_bytes()
+        if seen is not None:
+            digest = hashlib.sha1(raw).hexdigest()
+            if digest in seen:
+                duplicates += 1
+                continue
+            seen.add(digest)
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
             console.print(f"[yellow]skipped unreadable image {f}")
             skipped += 1
@@ -143,7 +155,8 @@ def darken(
         cv2.imwrite(str(tmp), darken_one(img, rng))
         tmp.replace(target)
         written += 1
-    console.print(f"darkened {written} images into {dst}" + (f", skipped {skipped} unreadable" if skipped else ""))
+    console.print(f"darkened {written} images into {dst}" + (f", skipped {skipped} unreadable" if skipped else "")
+                  + (f", left out {duplicates} duplicates" if exclude else ""))
 
 
 # ---------------------------------------------------------------- evaluation

@@ -133,6 +133,14 @@ def load_folder(root: str | Path, classes: list[str], size: int = 48, channels: 
     return FolderData(np.stack(images), np.asarray(labels, dtype=np.int64), list(classes), paths, sha1s)
 
 
+def file_sha1s(root: str | Path) -> set[str]:
+    """sha1 of the bytes of every image file under `root` (the identity `drop_duplicates` uses)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"folder not found: {root}")
+    return {hashlib.sha1(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS}
+
+
 def drop_duplicates(val: FolderData, train: FolderData | None = None) -> tuple[FolderData, dict[str, int]]:
     """Drop validation images byte-identical to a training image, or to an earlier validation image."""
     seen = set(train.sha1) if train is not None else set()

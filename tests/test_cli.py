@@ -53,6 +53,17 @@ def test_darken_output_of_a_file_does_not_depend_on_its_neighbours(tmp_path):
     assert (tmp_path / "all/happy/001.png").read_bytes() == (tmp_path / "some/happy/001.png").read_bytes()
 
 
+def test_darken_exclude_leaves_out_training_duplicates_and_repeats(tmp_path):
+    src = make_faces(tmp_path / "val", 3, classes=["happy"])
+    train = make_faces(tmp_path / "train", 1, classes=["happy"])  # the same drawing as val/happy/000.png
+    assert (train / "happy" / "000.png").read_bytes() == (src / "happy" / "000.png").read_bytes()
+    (src / "happy" / "repeat.png").write_bytes((src / "happy" / "001.png").read_bytes())
+    result = CliRunner().invoke(app, ["darken", str(src), str(tmp_path / "out"), "--exclude", str(train)])
+    assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "out").keys() == {"happy/001.png", "happy/002.png"}
+    assert "left out 2 duplicates" in " ".join(result.output.split())
+
+
 def test_darken_skips_unreadable_files(tmp_path):
     src = make_faces(tmp_path / "src", 1, classes=["happy"])
     (src / "happy" / "broken.png").write_bytes(b"not a png")
