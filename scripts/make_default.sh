@@ -16,6 +16,8 @@ ev --model "$RUNS/lldif" --darken --confusion "$OUT/confusion_lowlight.png" > "$
 ev --model "$RUNS/lldif" > "$OUT/eval_lldif_normal.json"
 ev --model "$RUNS/noprior" --darken > "$OUT/eval_noprior_lowlight.json"
 ev --model "$RUNS/noprior" > "$OUT/eval_noprior_normal.json"
+ev --model "$RUNS/cnn" --darken > "$OUT/eval_cnn_lowlight.json"
+ev --model "$RUNS/cnn" > "$OUT/eval_cnn_normal.json"
 
 # 2. sampler distillation to K=1 and K=2 (one epoch each, side by side)
 lldif-edge distill --model "$RUNS/lldif" --steps 1 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
@@ -27,6 +29,9 @@ cp "$RUNS/student_k$K.safetensors" "$W/default.safetensors"
 cp "$RUNS/student_k$K.json" "$W/default.json"
 ev --darken --confusion "$OUT/confusion_default_lowlight.png" > "$OUT/eval_default_lowlight.json"
 ev > "$OUT/eval_default_normal.json"
+# what a user checks: a darkened, de-duplicated copy of val on disk, evaluated with no model argument
+rm -rf "$OUT/val_dark" && lldif-edge darken "$DATA/val" "$OUT/val_dark" --exclude "$DATA/train"
+lldif-edge eval --data "$OUT/val_dark" --json > "$OUT/eval_default_val_dark.json"
 
 # 3. the shipped packages: FP32, and INT8 with data-free calibration (what `export --int8` does by default)
 lldif-edge export --out "$W/default_fp32" --force --verify-data "$DATA/val"
@@ -42,4 +47,6 @@ lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" -
 # 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --chart "$OUT/bench.png" \
   --json > "$OUT/bench.json"
+lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --profile --no-reference \
+  > "$OUT/bench_profile.txt"
 python scripts/endurance.py --frames 10000 --photo ../shared/data/faces/fer_justin.jpg > "$OUT/endurance.json"
