@@ -458,6 +458,8 @@ def bench(
             r = bench_pipeline(pipe, faces, batch, runs=runs)
             r["package"] = str(root)
             key = f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label
+            if key in results["runners"]:  # two packages of one precision: tell them apart by folder
+                key = f"{key} ({root.name})"
             results["runners"][key] = r
             if profile and name in ("onnxruntime", "openvino"):
                 # A separate load: profiling slows the runs it records, so it never touches the latencies above.

@@ -231,6 +231,10 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     r = cli("bench", "--package", out, "--runs", "5", "--batch", "2", "--no-reference", "--profile")
     assert r.returncode == 0, r.stderr
     assert "where the time goes" in r.stdout and "float_compute" in r.stdout
+    r = cli("bench", "--package", out, "--package", out, "--backend", "onnxruntime", "--runs", "3", "--batch", "2",
+            "--no-reference", "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["runners"]) == 2  # same precision twice: both kept, told apart by folder
     r = cli("info", "--json")
     assert r.returncode == 0, r.stderr
     rows = {b["backend"]: b for b in json.loads(r.stdout)["backends"]}
