@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -57,10 +58,13 @@ def main() -> None:
     ap.add_argument("--photo", default=None)
     ap.add_argument("--package", default=None)
     ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--keep-video", default=None, help="Also copy the generated video here (for `lldif-edge run`)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "one_face.mp4"
         make_video(video, args.frames, args.photo)
+        if args.keep_video:
+            shutil.copyfile(video, args.keep_video)
         rec = Recognizer.load(args.package, backend=args.backend)
         samples: list[tuple[int, float]] = []
         done = threading.Event()
@@ -88,6 +92,7 @@ def main() -> None:
         report = {
             "frames": stats["frames"], "fps": stats["fps"], "seconds": time.time() - t0,
             "stages_median_ms": {k: v["median_ms"] for k, v in stats["stages"].items()},
+            "stages_mean_ms": {k: v["mean_ms"] for k, v in stats["stages"].items()},
             "rss_start_mb": start_rss, "rss_after_warmup_mb": after_warmup[0] if after_warmup else None,
             "rss_end_mb": rss_mb(), "rss_max_mb": max((m for _, m in samples), default=None),
             "rss_growth_after_warmup_mb": (max(after_warmup) - after_warmup[0]) if after_warmup else None,
