@@ -20,19 +20,23 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
-def measure_latency(run: Callable[[dict], None], warmup: int, runs: int) -> dict[str, dict[str, float]]:
-    """`run(timings)` does one batch-1 inference and adds per-stage ms to `timings`."""
+def latency_samples(run: Callable[[dict], None], warmup: int, runs: int) -> dict[str, list[float]]:
+    """`run(timings)` does one batch-1 inference and adds per-stage ms to `timings`; raw ms per run."""
     for _ in range(warmup):
         run({})
-    total, stages = [], {}
+    samples: dict[str, list[float]] = {"end_to_end": []}
     for _ in range(runs):
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         run(timings)
-        total.append((time.perf_counter() - t0) * 1e3)
+        samples["end_to_end"].append((time.perf_counter() - t0) * 1e3)
         for k, v in timings.items():
-            stages.setdefault(k, []).append(v)
-    return {"end_to_end": percentiles(total), **{k: percentiles(v) for k, v in stages.items()}}
+            samples.setdefault(k, []).append(v)
+    return samples
+
+
+def measure_latency(run: Callable[[dict], None], warmup: int, runs: int) -> dict[str, dict[str, float]]:
+    return {k: percentiles(v) for k, v in latency_samples(run, warmup, runs).items()}
 
 
 def measure_throughput(run_batch: Callable[[], None], batch: int, seconds: float = 2.0) -> float:
@@ -44,14 +48,25 @@ def measure_throughput(run_batch: Callable[[], None], batch: int, seconds: float
     return n / (time.perf_counter() - t0)
 
 
-def bench_pipeline(pipe, faces: np.ndarray, batch: int, warmup: int = 20, runs: int = 200,
-                   seconds: float = 2.0) -> dict:
-    """`pipe` is a runtimes.Pipeline; preprocessing is excluded (the same for every backend)."""
-    x1 = pipe.preprocess(faces[:1])
-    xb = pipe.preprocess(np.resize(faces, (batch, *faces.shape[1:])))
-    latency = measure_latency(lambda t: pipe.logits(x1, t), warmup, runs)
-    throughput = measure_throughput(lambda: pipe.logits(xb), batch, seconds)
-    return {"latency_ms": latency, "throughput_fps": throughput, "batch": batch, "describe": pipe.describe()}
+def bench_pipelines(pipes: dict, faces: np.ndarray, batch: int, warmup: int = 20, runs: int = 200,
+                    rounds: int = 5, seconds: float = 2.0) -> dict[str, dict]:
+    """Latency and throughput of several runtimes.Pipelines, measured side by side: the timed runs are split
+    into `rounds` that visit every pipeline in turn, so a slow phase of a shared machine hits all of them
+    alike instead of whichever ran then. Preprocessing is excluded (the same for every backend)."""
+    x1 = next(iter(pipes.values())).preprocess(faces[:1])
+    xb = next(iter(pipes.values())).preprocess(np.resize(faces, (batch, *faces.shape[1:])))
+    rounds = max(1, min(rounds, runs))
+    pooled: dict[str, dict[str, list[float]]] = {k: {} for k in pipes}
+    for r in range(rounds):
+        n = runs // rounds + (1 if r < runs % rounds else 0)
+        for key, pipe in pipes.items():
+            got = latency_samples(lambda t, p=pipe: p.logits(x1, t), warmup if r == 0 else 2, n)
+            for stage, v in got.items():
+                pooled[key].setdefault(stage, []).extend(v)
+    return {key: {"latency_ms": {k: percentiles(v) for k, v in pooled[key].items()},
+                  "throughput_fps": measure_throughput(lambda p=pipe: p.logits(xb), batch, seconds),
+                  "batch": batch, "describe": pipe.describe(), "rounds": rounds}
+            for key, pipe in pipes.items()}
 
 
 def profile_ops(pipe, faces: np.ndarray, runs: int = 200, warmup: int = 20) -> list[dict]:

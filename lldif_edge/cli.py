@@ -426,6 +426,7 @@ def bench(
     threads: int = typer.Option(1, help="Intra-op threads (latency is measured per face at batch 1)"),
     batch: int = typer.Option(32, help="Batch size of the throughput run"),
     runs: int = typer.Option(200, help="Timed batch-1 runs after warm-up"),
+    rounds: int = typer.Option(5, help="Split the timed runs into rounds that visit every runner in turn"),
     reference: bool | None = typer.Option(None, help="Time the torch S-step teacher too "
                                                      "(default: when torch and the checkpoint are here)"),
     model: Path | None = typer.Option(None, help="Reference checkpoint (default: the one in the manifest)"),
@@ -436,7 +437,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
 ) -> None:
     """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
-    from lldif_edge.bench import bench_pipeline, profile_ops, runner_variants, write_bench_chart
+    from lldif_edge.bench import bench_pipelines, profile_ops, runner_variants, write_bench_chart
     from lldif_edge.lowlight import darken_many
     from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
@@ -445,6 +446,8 @@ def bench(
     packages = package or [None]
     results: dict = {"threads": threads, "runners": {}, "skipped": {}}
     first_manifest = None
+    pipes: dict = {}
+    roots: dict[str, str] = {}
     for pkg in packages:
         root, manifest = load_manifest(pkg)
         first_manifest = first_manifest or manifest
@@ -454,17 +457,18 @@ def bench(
             if options is None:
                 results["skipped"][label] = name
                 continue
-            pipe = load_pipeline(root, backend=name, device=device, threads=threads, **options)
-            r = bench_pipeline(pipe, faces, batch, runs=runs)
-            r["package"] = str(root)
             key = f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label
-            if key in results["runners"]:  # two packages of one precision: tell them apart by folder
+            if key in pipes:  # two packages of one precision: tell them apart by folder
                 key = f"{key} ({root.name})"
-            results["runners"][key] = r
+            pipes[key] = load_pipeline(root, backend=name, device=device, threads=threads, **options)
+            roots[key] = str(root)
             if profile and name in ("onnxruntime", "openvino"):
                 # A separate load: profiling slows the runs it records, so it never touches the latencies above.
                 profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
                 results.setdefault("profiles", {})[key] = profile_ops(profiled, faces, runs=runs)
+    results["runners"] = bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
+    for key, r in results["runners"].items():
+        r["package"] = roots[key]
     ckpt = model or checkpoint_path(first_manifest)
     if reference is None:
         reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
