@@ -557,6 +557,11 @@ def run_app(
     stats = run_loop(rec, source, show=show, record=record, json_out=sys.stdout if as_json else None,
                      max_frames=max_frames)
     st = stats["stages"]
+    if as_json:  # the last line: FPS and per-stage times, for machines (frame lines carry "frame", this "summary")
+        try:
+            print(json.dumps({"summary": stats}, separators=(",", ":")), flush=True)
+        except BrokenPipeError:
+            pass
     console.print(
         f"{stats['frames']} frames in {stats['seconds']:.1f} s: {stats['fps']:.1f} FPS ({stats['ended']}); "
         + "  ".join(f"{k} {v['median_ms']:.1f}" for k, v in st.items() if v["median_ms"] is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,26 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("train", "eval", "darken"):
         assert command in result.output
+
+
+def test_run_video_json_streams_frames_then_a_summary(tmp_path):
+    """`lldif-edge run --video X --json` on the shipped INT8 package, in a process that must not import torch."""
+    from lldif_edge.synthetic import synthetic_face
+
+    face = cv2.resize(synthetic_face(np.random.default_rng(0), 48, 3), (160, 160))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(12):
+        frame = np.full((240, 320, 3), 20, np.uint8)
+        frame[40:200, 80:240] = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
+        writer.write(frame)
+    writer.release()
+    code = ("import sys; from lldif_edge.cli import main; sys.argv = ['lldif-edge', 'run', '--video', sys.argv[1], "
+            "'--json', '--no-show', '--max-frames', '8']\n"
+            "try:\n    main()\nfinally:\n    assert 'torch' not in sys.modules, 'run imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code, str(video)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [ln["frame"] for ln in lines[:-1]] == list(range(8))
+    summary = lines[-1]["summary"]
+    assert summary["frames"] == 8 and summary["fps"] > 0 and set(summary["stages"]) >= {"detect", "classify"}
