@@ -101,6 +101,10 @@ class PackageWriter:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        # mkdtemp makes the folder private (0700); a package is for every user of the install (0755 - umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o755 & ~umask)
         old = None
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old")

@@ -45,7 +45,7 @@ lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" -
   > "$OUT/int8_real.log" 2>&1
 
 # 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
-lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --chart "$OUT/bench.png" \
+lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --runs 1000 --rounds 10 --chart "$OUT/bench.png" \
   --json > "$OUT/bench.json"
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --profile --no-reference \
   > "$OUT/bench_profile.txt"

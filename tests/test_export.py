@@ -4,6 +4,7 @@ bad package and bad input errors, the entry-point registry, and the no-torch run
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -166,6 +167,9 @@ def test_export_refuses_non_empty_out_and_leaves_it_intact(tiny_ckpt, tmp_path):
     export_package(tiny_ckpt, out, force=True)
     assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755 & ~umask  # readable by every user of the install, not 0700
 
 
 def test_runtime_path_never_imports_torch(package):
