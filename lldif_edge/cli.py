@@ -542,6 +542,8 @@ def run_app(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per frame on stdout"),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N frames"),
     threads: int = typer.Option(1, help="Runtime threads per classification call"),
+    detect_every: int = typer.Option(10, min=1, help="Full-frame face detection every N frames; in between, "
+                                                      "known faces are re-found near their last box"),
 ) -> None:
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
     from lldif_edge.app import Recognizer, open_source
@@ -550,7 +552,8 @@ def run_app(
     source = open_source(camera=camera, video=video, images=images)  # a bad camera fails within 5 s
     try:
         rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
-                              detector_model=detector_model, brighten=brighten, threads=threads)
+                              detector_model=detector_model, brighten=brighten, threads=threads,
+                              detect_every=detect_every)
     except BaseException:
         source.close()
         raise

@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--photo", default=None)
     ap.add_argument("--package", default=None)
     ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--detect-every", type=int, default=None, help="Full-frame detection every N frames")
     ap.add_argument("--keep-video", default=None, help="Also copy the generated video here (for `lldif-edge run`)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +66,8 @@ def main() -> None:
         make_video(video, args.frames, args.photo)
         if args.keep_video:
             shutil.copyfile(video, args.keep_video)
-        rec = Recognizer.load(args.package, backend=args.backend)
+        extra = {"detect_every": args.detect_every} if args.detect_every else {}
+        rec = Recognizer.load(args.package, backend=args.backend, **extra)
         samples: list[tuple[int, float]] = []
         done = threading.Event()
         counter = {"frames": 0}
@@ -96,6 +98,7 @@ def main() -> None:
             "rss_start_mb": start_rss, "rss_after_warmup_mb": after_warmup[0] if after_warmup else None,
             "rss_end_mb": rss_mb(), "rss_max_mb": max((m for _, m in samples), default=None),
             "rss_growth_after_warmup_mb": (max(after_warmup) - after_warmup[0]) if after_warmup else None,
+            "detect_every": rec.detect_every,
             "package": str(rec.predictor.root) if hasattr(rec.predictor, "root") else None,
         }
         print(json.dumps(report, indent=1))
