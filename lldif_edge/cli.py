@@ -359,13 +359,17 @@ def export(
         None, "--int8-exclude", help="--int8: comma list to keep in float instead of measuring what to keep: "
         "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
         "ResidualAdd; or llformer:Softmax) or node names; '' quantizes everything"),
+    int8_reduce_range: bool | None = typer.Option(
+        None, "--int8-reduce-range/--int8-full-range", help="--int8: 7-bit weights (default for the cpu target: "
+                                                            "no int16 saturation on x86 without VNNI)"),
     int8_keep_faster: bool = typer.Option(False, "--int8-keep-faster", help="--int8: also keep in FP32 the "
                                           "sub-graphs whose INT8 version is slower on this machine"),
 ) -> None:
     """Export a checkpoint into a verified model package of ONNX sub-graphs (FP32, or INT8 with --int8)."""
     if not int8:
         given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
-                                      ("--int8-exclude", int8_exclude)) if v is not None]
+                                      ("--int8-exclude", int8_exclude),
+                                      ("--int8-reduce-range/--int8-full-range", int8_reduce_range)) if v is not None]
         if given or darken_calib:
             raise LldifError(f"{', '.join(given + (['--darken'] if darken_calib else []))} only apply with --int8")
     else:
@@ -377,7 +381,7 @@ def export(
         report = export_int8(model, out, calib=calib, calib_camera=calib_camera, calib_count=calib_count,
                              method=calib_method, darken=darken_calib, target=int8_target, eval_dir=eval_dir,
                              force=force, exclude=exclude, steps=steps, opset=opset, verify_data=verify_data,
-                             keep_faster_subgraphs=int8_keep_faster)
+                             keep_faster_subgraphs=int8_keep_faster, reduce_range=int8_reduce_range)
         _print_int8(report)
         return
     from lldif_edge.export.onnx_export import export_package

@@ -264,3 +264,11 @@ def test_synthesis_beats_noise_on_bn_statistics(tiny_ckpt):
     faces, info = synthesize_faces(model, count=16, steps=20, seed=0)
     assert faces.shape == (16, 48, 48, 1) and faces.dtype == np.uint8
     assert info["bn_loss_end"] < bn_statistic_loss(model, noise_faces(16, 48, 1))
+
+
+def test_cpu_target_uses_reduced_range_weights_by_default():
+    from lldif_edge.calibration.quantize import QuantSettings
+
+    assert QuantSettings("cpu").reduce_range is True  # no int16 saturation on x86 without VNNI
+    assert QuantSettings("tensorrt").reduce_range is False
+    assert QuantSettings("cpu", reduce_range=False).describe()["reduce_range"] is False

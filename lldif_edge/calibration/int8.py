@@ -366,7 +366,7 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
                 calib_camera: int | None = None, calib_count: int = 256, method: str = "minmax",
                 darken: bool = False, target: str = "cpu", eval_dir: str | Path | None = None,
                 force: bool = False, exclude: list[str] | None = None, steps: int | None = None,
-                opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool = False,
+                opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool | None = None,
                 datafree_steps: int = 50, latency_runs: int = 200, min_agreement: float = MIN_AGREEMENT,
                 min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0) -> dict:
     """Write a verified INT8 package into `out`; returns the report (also in its manifest, 'int8_report').

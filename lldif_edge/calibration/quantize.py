@@ -27,9 +27,14 @@ log = logging.getLogger(__name__)
 
 # Activation/weight types per target (DESIGN section 4). ORT's x86 kernels fuse QDQ convs into QLinearConv
 # only with U8 activations; TensorRT's explicit quantization wants symmetric S8 for both.
+# reduce_range (7-bit weights) for cpu: x86 without VNNI multiplies u8 x s8 with vpmaddubsw, whose int16 pair
+# sums saturate with full-range weights. Measured on this AVX2 CPU (default model, 3,293 dark faces): OpenVINO
+# INT8 agreed with ONNX Runtime INT8 on 99.1 % of faces with it, 98.75 % without; accuracy within 0.2 points.
 TARGETS = {
-    "cpu": {"activation": "QUInt8", "weight": "QInt8", "activation_symmetric": False, "weight_symmetric": True},
-    "tensorrt": {"activation": "QInt8", "weight": "QInt8", "activation_symmetric": True, "weight_symmetric": True},
+    "cpu": {"activation": "QUInt8", "weight": "QInt8", "activation_symmetric": False, "weight_symmetric": True,
+            "reduce_range": True},
+    "tensorrt": {"activation": "QInt8", "weight": "QInt8", "activation_symmetric": True, "weight_symmetric": True,
+                 "reduce_range": False},
 }
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -45,11 +50,13 @@ class QuantSettings:
     target: str = "cpu"
     method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None  # None: the target's default
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise LldifError(f"unknown INT8 target '{self.target}' (choose from {', '.join(TARGETS)})")
+        if self.reduce_range is None:
+            object.__setattr__(self, "reduce_range", TARGETS[self.target]["reduce_range"])
         if self.method not in METHODS:
             raise LldifError(f"unknown calibration method '{self.method}' (choose from {', '.join(METHODS)})")
 
