@@ -172,12 +172,6 @@ def _load_eval_images(data: Path, classes: list[str], size: int, channels: int, 
     return ds, (darken_many(ds.images, seed) if darken_data else ds.images), dropped
 
 
-def _package_logits(pipe, images, batch: int = 256):
-    import numpy as np
-
-    return np.concatenate([pipe.logits(pipe.preprocess(images[i:i + batch])) for i in range(0, len(images), batch)])
-
-
 @app.command("eval")
 def evaluate(
     data: Path = typer.Option(..., help="Folder <root>/<class>/*.jpg"),
@@ -205,7 +199,7 @@ def evaluate(
         classes = pipe.classes
         ds, images, dropped = _load_eval_images(data, classes, pipe.input_size, 1 if pipe.grayscale else 3,
                                                 exclude, darken_data, seed)
-        logits = _package_logits(pipe, images)
+        logits = pipe.batched_logits(images)
         source = str(pipe.root)
         extra.update(backend=pipe.describe(), graphs={k: v["precision"] for k, v in pipe.manifest["graphs"].items()})
         if compare:

@@ -73,10 +73,6 @@ def _better(a: dict, b: dict, min_gain: float) -> bool:
                                        and b["mean_kl"] - a["mean_kl"] > KL_FLOOR)
 
 
-def batched_logits(pipe: Pipeline, faces: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([pipe.logits(pipe.preprocess(faces[i:i + batch])) for i in range(0, len(faces), batch)])
-
-
 def stage_feeds(pipe: Pipeline, faces: np.ndarray, batch: int = CALIB_BATCH) -> dict[str, list[dict]]:
     """Run the FP32 pipeline on `faces` and record, per sub-graph, the input dict it received (per batch).
 
@@ -462,7 +458,7 @@ def _report(bench: _Workbench, root: Path, fp32: Pipeline, config: dict, calibra
             min_agreement: float) -> dict:
     """Verify the written package through `Pipeline` and measure it against its FP32 parent."""
     int8 = Pipeline(root)
-    got = batched_logits(int8, sel_faces)
+    got = int8.batched_logits(sel_faces)
     if not np.isfinite(got).all():
         raise PackageError("the INT8 package gives non-finite logits")
     through_pipeline = compare_logits(ref, got)
@@ -474,7 +470,7 @@ def _report(bench: _Workbench, root: Path, fp32: Pipeline, config: dict, calibra
     report: dict = {"calibration": calibration, "mixed_precision": selection, "verification": verification}
     if eval_set is not None:
         images, labels = eval_set
-        lf, li = batched_logits(fp32, images), batched_logits(int8, images)
+        lf, li = fp32.batched_logits(images), int8.batched_logits(images)
         if bench.reference_qdq:
             bench.set_inputs("eval", fp32.preprocess(images))
             li, li_kernels = bench.logits(config, "eval"), li

@@ -98,6 +98,11 @@ class Pipeline:
                 timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
         return tensors["logits"]
 
+    def batched_logits(self, faces: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Logits for many uint8 faces (N,H,W[,C]), preprocessed and run `batch` at a time (bounded memory)."""
+        return np.concatenate([self.logits(self.preprocess(faces[i:i + batch]))
+                               for i in range(0, len(faces), batch)])
+
     def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, len(classes)) for uint8 face crops."""
         return softmax(self.logits(self.preprocess(faces)))
