@@ -48,21 +48,28 @@ def measure_throughput(run_batch: Callable[[], None], batch: int, seconds: float
     return n / (time.perf_counter() - t0)
 
 
-def bench_pipelines(pipes: dict, faces: np.ndarray, batch: int, warmup: int = 20, runs: int = 200,
-                    rounds: int = 5, seconds: float = 2.0) -> dict[str, dict]:
-    """Latency and throughput of several runtimes.Pipelines, measured side by side: the timed runs are split
-    into `rounds` that visit every pipeline in turn, so a slow phase of a shared machine hits all of them
-    alike instead of whichever ran then. Preprocessing is excluded (the same for every backend)."""
-    x1 = next(iter(pipes.values())).preprocess(faces[:1])
-    xb = next(iter(pipes.values())).preprocess(np.resize(faces, (batch, *faces.shape[1:])))
+def interleaved_latency(pipes: dict, x1: np.ndarray, runs: int, rounds: int,
+                        warmup: int = 20) -> dict[str, dict[str, list[float]]]:
+    """Raw batch-1 ms per pipeline and stage (and end to end). The timed runs are split into `rounds` that
+    visit every pipeline in turn, so a slow phase of a shared machine hits all of them alike."""
     rounds = max(1, min(rounds, runs))
     pooled: dict[str, dict[str, list[float]]] = {k: {} for k in pipes}
     for r in range(rounds):
         n = runs // rounds + (1 if r < runs % rounds else 0)
         for key, pipe in pipes.items():
-            got = latency_samples(lambda t, p=pipe: p.logits(x1, t), warmup if r == 0 else 2, n)
+            got = latency_samples(lambda t, p=pipe: p.logits(x1, t), warmup if r == 0 else 0, n)
             for stage, v in got.items():
                 pooled[key].setdefault(stage, []).extend(v)
+    return pooled
+
+
+def bench_pipelines(pipes: dict, faces: np.ndarray, batch: int, warmup: int = 20, runs: int = 200,
+                    rounds: int = 5, seconds: float = 2.0) -> dict[str, dict]:
+    """Latency (`interleaved_latency`) and throughput of several runtimes.Pipelines. Preprocessing is excluded
+    (the same for every backend)."""
+    x1 = next(iter(pipes.values())).preprocess(faces[:1])
+    xb = next(iter(pipes.values())).preprocess(np.resize(faces, (batch, *faces.shape[1:])))
+    pooled = interleaved_latency(pipes, x1, runs, rounds, warmup)
     return {key: {"latency_ms": {k: percentiles(v) for k, v in pooled[key].items()},
                   "throughput_fps": measure_throughput(lambda p=pipe: p.logits(xb), batch, seconds),
                   "batch": batch, "describe": pipe.describe(), "rounds": rounds}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lldif_edge.bench import interleaved_latency
 from lldif_edge.calibration.quantize import (
     GROUPS,
     QuantSettings,
@@ -93,19 +94,8 @@ def stage_feeds(pipe: Pipeline, faces: np.ndarray, batch: int = CALIB_BATCH) -> 
 def measure_latency(pipes: dict[str, Pipeline], faces: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
     """Median ms per face at batch 1 per stage and end to end; the pipelines take turns run by run, so a
     change in machine load hits all of them alike."""
-    first = next(iter(pipes.values()))
-    xs = [first.preprocess(faces[i:i + 1]) for i in range(min(len(faces), 64))]  # a batch of one face
-    samples: dict[str, dict[str, list[float]]] = {k: {} for k in pipes}
-    for r in range(warmup + runs):
-        x = xs[r % len(xs)]
-        for key, pipe in pipes.items():
-            timings: dict[str, float] = {}
-            t0 = time.perf_counter()
-            pipe.logits(x, timings)
-            total = (time.perf_counter() - t0) * 1e3
-            if r >= warmup:
-                for stage, ms in {**timings, "end_to_end": total}.items():
-                    samples[key].setdefault(stage, []).append(ms)
+    x1 = next(iter(pipes.values())).preprocess(faces[:1])
+    samples = interleaved_latency(pipes, x1, runs, rounds=runs, warmup=warmup)
     return {k: {stage: round(float(np.median(v)), 4) for stage, v in s.items()} for k, s in samples.items()}
 
 
