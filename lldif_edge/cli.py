@@ -116,12 +116,10 @@ def darken(
                                                    "training set) or to an earlier one: a de-duplicated test set"),
 ) -> None:
     """Write a darkened copy of a folder tree (DESIGN section 2 synthesis)."""
-    import hashlib
-
     import cv2
     import numpy as np
 
-    from lldif_edge.data import IMAGE_EXTS, file_sha1s
+    from lldif_edge.data import IMAGE_EXTS, content_id, file_sha1s
     from lldif_edge.lowlight import darken as darken_one
 
     if not src.is_dir():
@@ -135,7 +133,7 @@ def darken(
         rel = f.relative_to(src)
         raw = f.read_bytes()
         if seen is not None:
-            digest = hashlib.sha1(raw).hexdigest()
+            digest = content_id(raw)
             if digest in seen:
                 duplicates += 1
                 continue
@@ -352,7 +350,7 @@ def export(
     int8_exclude: str | None = typer.Option(
         None, "--int8-exclude", help="--int8: comma list to keep in float instead of measuring what to keep: "
         "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
-        "ResidualAdd; or llformer:Softmax) or node names; '' quantizes everything"),
+        "ResidualAdd, MatMul; or llformer:Softmax) or node names; '' quantizes everything"),
     int8_reduce_range: bool | None = typer.Option(
         None, "--int8-reduce-range/--int8-full-range", help="--int8: 7-bit weights (default for the cpu target: "
                                                             "no int16 saturation on x86 without VNNI)"),

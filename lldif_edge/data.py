@@ -125,7 +125,7 @@ def load_folder(root: str | Path, classes: list[str], size: int = 48, channels: 
         images.append(img)
         labels.append(label)
         paths.append(str(path))
-        sha1s.append(hashlib.sha1(data).hexdigest())
+        sha1s.append(content_id(data))
     if bad:
         log.warning("%d of %d images under %s were unreadable and skipped", bad, len(items), root)
     if not images:
@@ -133,12 +133,17 @@ def load_folder(root: str | Path, classes: list[str], size: int = 48, channels: 
     return FolderData(np.stack(images), np.asarray(labels, dtype=np.int64), list(classes), paths, sha1s)
 
 
+def content_id(data: bytes) -> str:
+    """The identity of an image file for de-duplication: the sha1 of its bytes."""
+    return hashlib.sha1(data).hexdigest()
+
+
 def file_sha1s(root: str | Path) -> set[str]:
-    """sha1 of the bytes of every image file under `root` (the identity `drop_duplicates` uses)."""
+    """`content_id` of every image file under `root` (the identity `drop_duplicates` uses)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"folder not found: {root}")
-    return {hashlib.sha1(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS}
+    return {content_id(p.read_bytes()) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS}
 
 
 def drop_duplicates(val: FolderData, train: FolderData | None = None) -> tuple[FolderData, dict[str, int]]:
