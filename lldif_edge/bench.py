@@ -6,12 +6,36 @@ Throughput: faces per second at a larger batch.
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from lldif_edge.opkinds import op_kind
+
+# The CPU features that decide what INT8 and bf16 are worth: VNNI/AMX-INT8 give x86 fast u8 x s8 dot
+# products (without them ORT's int8 convs were barely faster than float), AVX-512 BF16/AMX-BF16 native bf16;
+# asimddp/i8mm are the ARM (Jetson, Graviton) int8 dot-product instructions.
+CPU_FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                "asimddp", "i8mm")
+
+
+def cpu_features() -> dict:
+    """CPU model and which of CPU_FEATURES it has (Linux /proc/cpuinfo; elsewhere only the platform)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

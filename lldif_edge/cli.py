@@ -236,10 +236,11 @@ def evaluate(
 
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) -> None:
-    """Which backends and devices are present here, and why a backend is not."""
+    """Which backends and devices are present here, why a backend is not, and the CPU features INT8 needs."""
     import os
     import platform
 
+    from lldif_edge.bench import CPU_FEATURES, cpu_features
     from lldif_edge.runtimes.registry import backend_names, backend_status
 
     rows = []
@@ -254,7 +255,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
         rows.append({"backend": name, "available": cls is not None and not why, "devices": devices, "why_not": why})
     display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     facts = {"python": platform.python_version(), "machine": platform.machine(), "cpu_threads": os.cpu_count(),
-             "display": display, "torch_installed": not _torch_missing(), "backends": rows}
+             "cpu": cpu_features(), "display": display, "torch_installed": not _torch_missing(), "backends": rows}
     if as_json:
         print(json.dumps(facts))
         return
@@ -265,6 +266,9 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
         table.add_row(r["backend"], "yes" if r["available"] else "no", ", ".join(r["devices"]), r["why_not"])
     out = Console()
     out.print(table)
+    cpu = facts["cpu"]
+    found = ", ".join(cpu["features"]) or "none of " + ", ".join(CPU_FEATURES)
+    out.print(f"CPU: {cpu['model']}; int8/bf16 features: {found}")
     out.print(f"python {facts['python']} on {facts['machine']}, {facts['cpu_threads']} CPU threads, "
               f"display: {'yes' if display else 'no (run --show is off by default)'}, "
               f"torch: {'installed' if facts['torch_installed'] else 'not installed (runtime-only install)'}")
@@ -433,14 +437,14 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
 ) -> None:
     """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
-    from lldif_edge.bench import bench_pipelines, profile_ops, runner_variants, write_bench_chart
+    from lldif_edge.bench import bench_pipelines, cpu_features, profile_ops, runner_variants, write_bench_chart
     from lldif_edge.lowlight import darken_many
     from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
     from lldif_edge.synthetic import synthetic_faces
 
     packages = package or [None]
-    results: dict = {"threads": threads, "runners": {}, "skipped": {}}
+    results: dict = {"threads": threads, "cpu": cpu_features(), "runners": {}, "skipped": {}}
     first_manifest = None
     pipes: dict = {}
     roots: dict[str, str] = {}
@@ -487,7 +491,8 @@ def bench(
 
 def _print_bench(results: dict) -> None:
     out = Console()
-    table = Table(title=f"latency per face, batch 1, ms ({results['threads']} thread(s))")
+    table = Table(title=f"latency per face, batch 1, ms ({results['threads']} thread(s); {results['cpu']['model']}: "
+                        f"{', '.join(results['cpu']['features']) or 'no int8/bf16 features'})")
     for col in ("runner", "stage", "p50", "p90", "p99", "throughput (faces/s)"):
         table.add_column(col, justify="left" if col in ("runner", "stage") else "right")
     for name, r in results["runners"].items():

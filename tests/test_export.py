@@ -238,9 +238,12 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     r = cli("bench", "--package", out, "--package", out, "--backend", "onnxruntime", "--runs", "3", "--batch", "2",
             "--no-reference", "--json")
     assert r.returncode == 0, r.stderr
-    assert len(json.loads(r.stdout)["runners"]) == 2  # same precision twice: both kept, told apart by folder
+    bench = json.loads(r.stdout)
+    assert len(bench["runners"]) == 2  # same precision twice: both kept, told apart by folder
     r = cli("info", "--json")
     assert r.returncode == 0, r.stderr
-    rows = {b["backend"]: b for b in json.loads(r.stdout)["backends"]}
+    facts = json.loads(r.stdout)
+    assert facts["cpu"] == bench["cpu"] and facts["cpu"]["model"]  # what the timings were measured on
+    rows = {b["backend"]: b for b in facts["backends"]}
     assert rows["onnxruntime"]["available"] and rows["torch"]["available"]
     assert not rows["tensorrt"]["available"] and rows["tensorrt"]["why_not"]
