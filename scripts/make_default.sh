@@ -32,6 +32,7 @@ ev > "$OUT/eval_default_normal.json"
 # what a user checks: a darkened, de-duplicated copy of val on disk, evaluated with no model argument
 rm -rf "$OUT/val_dark" && lldif-edge darken "$DATA/val" "$OUT/val_dark" --exclude "$DATA/train"
 lldif-edge eval --data "$OUT/val_dark" --json > "$OUT/eval_default_val_dark.json"
+cp "$OUT/confusion_default_lowlight.png" docs/confusion_default_lowlight.png
 
 # 3. the shipped packages: FP32, and INT8 with data-free calibration (what `export --int8` does by default)
 lldif-edge export --out "$W/default_fp32" --force --verify-data "$DATA/val"
@@ -47,6 +48,7 @@ lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" -
 # 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --runs 1000 --rounds 10 --chart "$OUT/bench.png" \
   --json > "$OUT/bench.json"
+cp "$OUT/bench.png" docs/bench_default.png
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --profile --no-reference \
   > "$OUT/bench_profile.txt"
 python scripts/endurance.py --frames 10000 --photo ../shared/data/faces/fer_justin.jpg > "$OUT/endurance.json"
