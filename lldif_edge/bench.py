@@ -24,18 +24,19 @@ CPU_FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "am
 
 def cpu_features() -> dict:
     """CPU model and which of CPU_FEATURES it has (Linux /proc/cpuinfo; elsewhere only the platform)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
-            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+            if key in ("model name", "Model") and model is None:
                 model = value.strip()
             elif key in ("flags", "Features"):
                 flags |= set(value.split())
     except OSError:
         pass
-    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags]}
+    return {"model": model or platform.processor() or platform.machine(),
+            "features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model, its --no-prior ablation and the plain-CNN baseline (MODEL_CARD.md),
 # all with the same budget: 10 + 9 epochs, the same schedule and augmentation. CPU only, about 75 min on
-# 2 Sapphire Rapids cores with AMX (bf16; the three runs go side by side, one thread each). Resumable: re-run
+# 2 Intel Xeon cores with AMX (bf16; the three runs go side by side, one thread each). Resumable: re-run
 # with RESUME=--resume.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
