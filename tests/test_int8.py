@@ -101,7 +101,12 @@ def test_int8_from_a_folder_measures_mixed_precision(tiny_ckpt, faces_val, eval_
             "llformer:LayerNormalization", "llformer:Softmax", "llformer:Gelu", "llformer:ResidualAdd",
             "llformer:Standardize"} <= set(mp["kept_float_alone"])
     assert set(mp["only_this_subgraph_int8"]) == {"cond", "denoiser", "llformer"}
-    assert cal["kept_float"] == mp["kept_float"]
+    # cpu target: the image's first convs stay in float for speed before anything is measured
+    assert "llformer:ShallowConv" not in mp["kept_float_alone"]
+    assert cal["kept_float"] == ["cond:ShallowConv (speed)", "llformer:ShallowConv (speed)", *mp["kept_float"]]
+    for g in ("cond", "llformer"):
+        if report["graphs"][g]["precision"] == "int8":
+            assert report["graphs"][g]["ops"]["float_compute_count"] == 1  # that first conv, and nothing else
     _check_package(out, report, eval_dir)
     assert "fp32_accuracy" in report["eval"] and "int8_accuracy" in report["eval"]
 
@@ -137,6 +142,7 @@ def test_int8_data_free_for_tensorrt(tiny_ckpt, eval_dir, tmp_path):
         candidates = {"synthesised", "noise_control", "drawn_faces"}
         assert candidates <= set(entry) and entry["chosen"] in candidates
     assert (cal["activation_type"], cal["activation_symmetric"]) == ("int8", True)
+    assert not any("ShallowConv" in k for k in cal["kept_float"])  # a cpu speed rule: TensorRT gets all of it
     zero_points = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(out / "llformer.onnx")).graph.initializer
                    if i.name.endswith("zero_point")]
     eight_bit = [z for z in zero_points if z.dtype.itemsize == 1]  # int32 ones belong to the quantized biases
@@ -253,6 +259,7 @@ def test_node_groups_find_the_sensitive_nodes(tiny_ckpt, tmp_path):
     assert not any(n.endswith(("Conv", "MatMul", "Gemm")) for n in groups["Elementwise"])
     assert set(groups["LayerNormalization"]) <= set(groups["Elementwise"])
     assert "/llformer/blocks.0/attn/qkv/MatMul" in groups["MatMul"]
+    assert groups["ShallowConv"] == ["/llformer/stem/stem.1/stem.1.0/Conv"]  # 3 channels x 3x3: the first conv
     assert all(n.rsplit("/", 1)[-1].startswith(("MatMul", "Gemm")) for n in groups["MatMul"])
 
 

@@ -6,7 +6,8 @@
 3. Run the FP32 pipeline on them and record what each sub-graph receives (cond: images; denoiser: cond
    outputs + start noise; llformer: images + EPD), so every part is calibrated on its real inputs.
 4. ORT pre-processing, then static QDQ quantization with per-channel weights (`quantize`).
-5. Mixed precision by measurement: quantize everything, then measure what keeping each candidate in float
+5. Mixed precision by measurement: on the cpu target keep the image's first convs in float (too short a dot
+   product for int8 kernels to pay), quantize everything else, then measure what keeping each candidate in float
    (a whole cond/denoiser sub-graph; each sub-graph's elementwise nodes; the Standardize, LayerNormalization,
    Softmax, Gelu and residual-Add nodes of cond/llformer) buys in top-1 agreement and KL divergence with
    FP32; keep in float only what pays (greedy, see `_better`). An explicit `exclude` list replaces the search.
@@ -203,7 +204,8 @@ def _candidates(bench: _Workbench) -> dict[str, tuple[str, str | None]]:
         if g in bench.graphs:
             out[g] = (g, None)
     for g in bench.graphs:
-        for group in GROUPS if g != "denoiser" else ("Elementwise",):  # the denoiser is an MLP + sampler arithmetic
+        # the denoiser is an MLP + sampler arithmetic; ShallowConv is a speed rule, not measured
+        for group in [x for x in GROUPS if x != "ShallowConv"] if g != "denoiser" else ("Elementwise",):
             if bench.groups[g][group]:
                 out[f"{g}:{group}"] = (g, group)
     return out
@@ -409,6 +411,13 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
             bench.calibrate("calib", stage_feeds(fp32, faces))
             base = {g: ("calib", frozenset()) for g in bench.graphs}
 
+        # On the cpu target the image's first convs stay in float for speed (SHALLOW_CONV_DOT); an explicit
+        # exclude list decides everything itself.
+        auto = exclude is None and target == "cpu"
+        shallow = [g for g in bench.graphs if auto and bench.groups[g]["ShallowConv"]]
+        for g in shallow:
+            base = _apply(bench, base, g, "ShallowConv")
+        speed_kept = [f"{g}:ShallowConv (speed)" for g in shallow]
         if exclude is None:
             config, selection = choose_precision(bench, base, ref, sel_desc, min_gain)
         else:
@@ -416,7 +425,7 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
             selection = {"selection_faces": sel_desc, "override": done,
                          "result": compare_logits(ref, bench.logits(config, "select"))}
 
-        kept = list(selection.get("kept_float", selection.get("override")))
+        kept = speed_kept + list(selection.get("kept_float", selection.get("override")))
         if keep_faster_subgraphs and target != "cpu":
             log.warning("keep-faster ignored: INT8 speed on this CPU says nothing about target %s", target)
         elif keep_faster_subgraphs:

@@ -39,7 +39,12 @@ TARGETS = {
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
 # The node groups whose sensitivity is measured; see `node_groups`.
-GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd", "MatMul")
+GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd", "MatMul",
+          "ShallowConv")
+# Shorter int8 dot products than this (Conv input channels x kernel area) run slower than float on x86: ORT's
+# u8s8 kernels are built for long ones. Measured on an AVX-512 VNNI + AMX Xeon, 1 thread: the LLformer's first
+# 3x3 conv (3 -> 32 channels at 48x48, dot products of 27) took 375 us per face as QLinearConv, 115 us in float.
+SHALLOW_CONV_DOT = 64
 # What "Elementwise" leaves quantized: the ops with integer kernels that pay, and what fuses into them.
 CORE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
             "GlobalAveragePool"}
@@ -193,6 +198,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     * LayerNormalization, Softmax: those ops.
     * Gelu: Erf and the Div/Add/Mul around it (opset 17 spells GELU out), or a Gelu op.
     * ResidualAdd: Adds of two computed tensors of the same shape (skip connections, not bias/broadcast adds).
+    * ShallowConv: Convs whose dot products are shorter than SHALLOW_CONV_DOT (the image's first conv): kept in
+      float for speed on the cpu target, not measured (`export_int8`).
     * MatMul: MatMul and Gemm (the transformer's linear layers and attention products, the heads). On a CPU
       without VNNI both ORT's QLinearMatMul and OpenVINO's jit_gemm_I8 were slower than their float GEMMs
       (`lldif-edge bench --profile`), so keeping these in float can be faster as well as more exact.
@@ -221,7 +228,12 @@ def node_groups(path: Path) -> dict[str, list[str]]:
                 seen.add(node.name)
                 todo += [i for i in node.input if i in producer and i not in const]
         groups["Standardize"] = [n.name for n in g.node if n.name in seen]
+    weights = {i.name: tuple(i.dims) for i in g.initializer}
     for n in g.node:
+        if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4:
+            _, cin, kh, kw = weights[n.input[1]]
+            if cin * kh * kw < SHALLOW_CONV_DOT:
+                groups["ShallowConv"].append(n.name)
         if n.op_type in ("LayerNormalization", "Softmax"):
             groups[n.op_type].append(n.name)
         elif n.op_type in ("MatMul", "Gemm"):
