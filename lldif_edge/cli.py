@@ -354,7 +354,8 @@ def export(
     int8_exclude: str | None = typer.Option(
         None, "--int8-exclude", help="--int8: comma list to keep in float instead of measuring what to keep: "
         "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
-        "ResidualAdd, MatMul; or llformer:Softmax) or node names; '' quantizes everything"),
+        "ResidualAdd, MatMul, ShallowConv; or llformer:Softmax) or node names; '' quantizes everything (the "
+        "cpu target's float first convs included)"),
     int8_reduce_range: bool | None = typer.Option(
         None, "--int8-reduce-range/--int8-full-range", help="--int8: 7-bit weights (default for the cpu target: "
                                                             "no int16 saturation on x86 without VNNI)"),

@@ -30,6 +30,7 @@ import numpy as np
 from lldif_edge.bench import interleaved_latency
 from lldif_edge.calibration.quantize import (
     GROUPS,
+    NODE_GROUPS,
     QuantSettings,
     TensorReader,
     calibrate_graph,
@@ -204,8 +205,7 @@ def _candidates(bench: _Workbench) -> dict[str, tuple[str, str | None]]:
         if g in bench.graphs:
             out[g] = (g, None)
     for g in bench.graphs:
-        # the denoiser is an MLP + sampler arithmetic; ShallowConv is a speed rule, not measured
-        for group in [x for x in GROUPS if x != "ShallowConv"] if g != "denoiser" else ("Elementwise",):
+        for group in GROUPS if g != "denoiser" else ("Elementwise",):  # the denoiser is an MLP + sampler arithmetic
             if bench.groups[g][group]:
                 out[f"{g}:{group}"] = (g, group)
     return out
@@ -239,7 +239,7 @@ def parse_exclude(bench: _Workbench, config: dict, exclude: list[str]) -> tuple[
         targets = [graph] if graph else bench.graphs
         if not graph and name in bench.graphs:
             config = _apply(bench, config, name)
-        elif name in GROUPS:
+        elif name in NODE_GROUPS:
             hit = [g for g in targets if bench.groups[g][name]]
             if not hit:
                 log.warning("int8 exclude '%s': no such nodes in %s", raw, ", ".join(targets))
@@ -249,7 +249,7 @@ def parse_exclude(bench: _Workbench, config: dict, exclude: list[str]) -> tuple[
             hit = [g for g in targets if name in {n.name for n in onnx.load(str(bench.pre[g])).graph.node}]
             if not hit:
                 raise LldifError(f"int8 exclude '{raw}' is neither a sub-graph ({', '.join(bench.graphs)}), a node "
-                                 f"group ({', '.join(GROUPS)}) nor the name of a node in the graphs")
+                                 f"group ({', '.join(NODE_GROUPS)}) nor the name of a node in the graphs")
             for g in hit:
                 config = _apply(bench, config, g, nodes=[name])
         done.append(raw)
@@ -413,8 +413,9 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
 
         # On the cpu target the image's first convs stay in float for speed (SHALLOW_CONV_DOT); an explicit
         # exclude list decides everything itself.
-        auto = exclude is None and target == "cpu"
-        shallow = [g for g in bench.graphs if auto and bench.groups[g]["ShallowConv"]]
+        shallow = []
+        if exclude is None and target == "cpu":
+            shallow = [g for g in bench.graphs if bench.groups[g]["ShallowConv"]]
         for g in shallow:
             base = _apply(bench, base, g, "ShallowConv")
         speed_kept = [f"{g}:ShallowConv (speed)" for g in shallow]
