@@ -47,6 +47,8 @@ def train(
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
     no_prior: bool = typer.Option(False, "--no-prior", help="Ablation: the LLformer without the EPD"),
     label_dropout: float = typer.Option(1.0, help="Stage 1: share of EPDs made without the true label"),
+    epd_from: str = typer.Option("view", help="The EPD's face in training: view (what the LLformer sees) | "
+                                              "clean (its normal-light twin, privileged)"),
     init: Path | None = typer.Option(None, help="Stage-1 checkpoint to start stage 2 from"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
@@ -64,12 +66,14 @@ def train(
         raise LldifError(f"--stage must be 1, 2 or all, not '{stage}'")
     if not 0 <= label_dropout <= 1:
         raise LldifError(f"--label-dropout must be in [0, 1], not {label_dropout}")
+    if epd_from not in ("view", "clean"):
+        raise LldifError(f"--epd-from must be view or clean, not '{epd_from}'")
     if threads:
         torch.set_num_threads(threads)
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, prior=not no_prior,
-        label_dropout=label_dropout,
+        label_dropout=label_dropout, epd_from=epd_from,
         seed=seed, val_seed=val_seed, bf16=bf16, resume=resume, init=str(init) if init else None,
     )
     best = run_training(tc, _RichReporter())
@@ -354,8 +358,8 @@ def export(
     int8_exclude: str | None = typer.Option(
         None, "--int8-exclude", help="--int8: comma list to keep in float instead of measuring what to keep: "
         "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
-        "ResidualAdd, MatMul, ShallowConv; or llformer:Softmax) or node names; '' quantizes everything (the "
-        "cpu target's float first convs included)"),
+        "ResidualAdd, MatMul, ShallowConv, VectorGemm, ActMatMul; or llformer:Softmax) or node names; '' "
+        "quantizes everything (the cpu target's float speed groups included)"),
     int8_reduce_range: bool | None = typer.Option(
         None, "--int8-reduce-range/--int8-full-range", help="--int8: 7-bit weights (default for the cpu target: "
                                                             "no int16 saturation on x86 without VNNI)"),

@@ -101,12 +101,18 @@ def test_int8_from_a_folder_measures_mixed_precision(tiny_ckpt, faces_val, eval_
             "llformer:LayerNormalization", "llformer:Softmax", "llformer:Gelu", "llformer:ResidualAdd",
             "llformer:Standardize"} <= set(mp["kept_float_alone"])
     assert set(mp["only_this_subgraph_int8"]) == {"cond", "denoiser", "llformer"}
-    # cpu target: the image's first convs stay in float for speed before anything is measured
+    # cpu target: what int8 cannot speed up stays in float before anything is measured; the denoiser (Gemms
+    # only) stays FP32 whole
     assert "llformer:ShallowConv" not in mp["kept_float_alone"]
-    assert cal["kept_float"] == ["cond:ShallowConv (speed)", "llformer:ShallowConv (speed)", *mp["kept_float"]]
-    for g in ("cond", "llformer"):
+    speed = ["cond:ShallowConv (speed)", "cond:VectorGemm (speed)", "denoiser (speed)",
+             "llformer:ShallowConv (speed)", "llformer:VectorGemm (speed)", "llformer:ActMatMul (speed)"]
+    assert cal["kept_float"] == [*speed, *mp["kept_float"]]
+    assert report["graphs"]["denoiser"]["precision"] == "fp32"
+    # float convs/matmuls ORT runs: cond's first conv + projection; llformer's first conv, modulation and head
+    # Gemms, the two attention matmuls
+    for g, n_float in (("cond", 2), ("llformer", 5)):
         if report["graphs"][g]["precision"] == "int8":
-            assert report["graphs"][g]["ops"]["float_compute_count"] == 1  # that first conv, and nothing else
+            assert report["graphs"][g]["ops"]["float_compute_count"] == n_float
     _check_package(out, report, eval_dir)
     assert "fp32_accuracy" in report["eval"] and "int8_accuracy" in report["eval"]
 
@@ -260,6 +266,12 @@ def test_node_groups_find_the_sensitive_nodes(tiny_ckpt, tmp_path):
     assert set(groups["LayerNormalization"]) <= set(groups["Elementwise"])
     assert "/llformer/blocks.0/attn/qkv/MatMul" in groups["MatMul"]
     assert groups["ShallowConv"] == ["/llformer/stem/stem.1/stem.1.0/Conv"]  # 3 channels x 3x3: the first conv
+    assert groups["VectorGemm"] == ["/llformer/blocks.0/modulation/Gemm", "/llformer/head/Gemm"]
+    core = groups["ActMatMul"]  # the attention core, out to (not including) the qkv and output projections
+    assert {"/llformer/blocks.0/attn/MatMul", "/llformer/blocks.0/attn/MatMul_1",
+            "/llformer/blocks.0/attn/Softmax"} <= set(core)
+    assert not {"/llformer/blocks.0/attn/qkv/MatMul", "/llformer/blocks.0/attn/proj/MatMul"} & set(core)
+    assert not any("norm" in n or "mlp" in n or "modulation" in n for n in core)
     assert all(n.rsplit("/", 1)[-1].startswith(("MatMul", "Gemm")) for n in groups["MatMul"])
 
 

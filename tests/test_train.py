@@ -186,7 +186,8 @@ def test_augment_pair_gives_the_same_view_before_darkening():
     assert torch.equal(x0, clean0) and torch.allclose(clean0, clean)  # same flip and affine either way
 
 
-def test_stage1_epd_comes_from_the_clean_view_without_the_label():
+@pytest.mark.parametrize("epd_from", ["view", "clean"])
+def test_stage1_epd_comes_from_the_chosen_face_without_the_label(epd_from):
     from lldif_edge.lldif.config import preset_config
     from lldif_edge.lldif.model import build_model
     from lldif_edge.lldif.train import Objective
@@ -197,10 +198,23 @@ def test_stage1_epd_comes_from_the_clean_view_without_the_label():
     original = model.teacher_epd
     model.teacher_epd = lambda image, labels, dropout=0.0: seen.append((image, dropout)) or original(
         image, labels, dropout)
-    objective = Objective(model, None, TrainConfig(data="d", out="o"))
+    objective = Objective(model, None, TrainConfig(data="d", out="o", epd_from=epd_from))
     dark, clean = torch.rand(4, 3, 48, 48) * 0.1, torch.rand(4, 3, 48, 48)
     objective(dark, torch.tensor([0, 1, 2, 3]), clean)
-    assert seen[0][0] is clean and seen[0][1] == 1.0
+    assert seen[0][0] is (clean if epd_from == "clean" else dark) and seen[0][1] == 1.0
+
+
+def test_condition_encoder_starts_as_the_la_clip_image_encoder():
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+    from lldif_edge.lldif.train import warm_start_condition_encoder
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny")).eval()
+    x = torch.rand(2, 3, 48, 48)
+    assert not torch.allclose(model.cond_encoder(x), model.clip_image(x))
+    warm_start_condition_encoder(model)
+    assert torch.equal(model.cond_encoder(x), model.clip_image(x))
 
 
 def test_cnn_preset_refuses_a_prior(tmp_path, faces_train):

@@ -41,13 +41,16 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 # The node groups whose sensitivity is measured; see `node_groups`.
 GROUPS = ("Elementwise", "Standardize", "LayerNormalization", "Softmax", "Gelu", "ResidualAdd", "MatMul")
 # Groups kept in float for speed on the cpu target, not measured; every group can be named in an exclude list.
-SPEED_GROUPS = ("ShallowConv",)
+SPEED_GROUPS = ("ShallowConv", "VectorGemm", "ActMatMul")
 NODE_GROUPS = GROUPS + SPEED_GROUPS
 # Shorter int8 dot products than this (Conv input channels x kernel area) run slower than float on x86: ORT's
 # u8s8 kernels are built for long ones. Measured on an AVX-512 VNNI + AMX Xeon, 1 thread (ORT profile): the
 # LLformer's first 3x3 conv (3 -> 32 channels at 48x48, dot products of 27) took 192 us per face as
 # QLinearConv, 78 us in float.
 SHALLOW_CONV_DOT = 64
+# What the attention core (ActMatMul) may walk through from an activation-activation MatMul.
+ATTENTION_CORE_OPS = {"MatMul", "Softmax", "Mul", "Div", "Add", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                      "Split", "Gather", "Slice"}
 # What "Elementwise" leaves quantized: the ops with integer kernels that pay, and what fuses into them.
 CORE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
             "GlobalAveragePool"}
@@ -203,6 +206,11 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     * ResidualAdd: Adds of two computed tensors of the same shape (skip connections, not bias/broadcast adds).
     * ShallowConv: Convs whose dot products are shorter than SHALLOW_CONV_DOT (the image's first conv): kept in
       float for speed on the cpu target, not measured (`export_int8`).
+    * VectorGemm: Gemm nodes, i.e. linear layers on one vector per face (the denoiser, the EPD modulation,
+      the heads): a matrix-vector product gains nothing from int8 kernels and pays Q/DQ around it.
+    * ActMatMul: the attention core, MatMuls of two computed tensors (q @ k^T, attn @ v) with the softmax,
+      scaling and reshapes between the qkv and output projections. Its neighbours must stay float with it, or
+      ORT fuses the Q/DQ pairs left around a float MatMul into QLinearMatMul anyway.
     * MatMul: MatMul and Gemm (the transformer's linear layers and attention products, the heads). On a CPU
       without VNNI both ORT's QLinearMatMul and OpenVINO's jit_gemm_I8 were slower than their float GEMMs
       (`lldif-edge bench --profile`), so keeping these in float can be faster as well as more exact.
@@ -241,6 +249,10 @@ def node_groups(path: Path) -> dict[str, list[str]]:
             groups[n.op_type].append(n.name)
         elif n.op_type in ("MatMul", "Gemm"):
             groups["MatMul"].append(n.name)
+            if n.op_type == "Gemm":
+                groups["VectorGemm"].append(n.name)
+            elif not any(i in const for i in n.input):
+                groups["ActMatMul"] += _attention_core(n, producer, consumers, const)
         elif n.op_type in ("Gelu", "FastGelu", "BiasGelu"):
             groups["Gelu"].append(n.name)
         elif n.op_type == "Erf":
@@ -255,6 +267,28 @@ def node_groups(path: Path) -> dict[str, list[str]]:
             if a is not None and a == b:
                 groups["ResidualAdd"].append(n.name)
     return {k: sorted(set(v)) for k, v in groups.items()}
+
+
+def _attention_core(matmul, producer: dict, consumers: dict, const: set) -> list[str]:
+    """The nodes around an activation-activation MatMul, out to the projections that carry weights: only
+    reshapes, softmax and constant scale/bias arithmetic (`ATTENTION_CORE_OPS`) are walked through."""
+    def weighted(n):
+        return n.op_type in CORE_OPS and any(i in const for i in n.input)
+
+    def eligible(n):  # an Add or Mul of two computed tensors is a residual stream or the EPD modulation
+        arithmetic = n.op_type in ("Add", "Mul", "Div")
+        return n.op_type in ATTENTION_CORE_OPS and not weighted(n) and not (
+            arithmetic and not any(i in const for i in n.input))
+
+    core, todo = set(), [matmul]
+    while todo:
+        n = todo.pop()
+        if n.name in core or (n is not matmul and not eligible(n)):
+            continue
+        core.add(n.name)
+        todo += [producer[i] for i in n.input if i in producer and i not in const]
+        todo += [c for o in n.output for c in consumers[o]]
+    return sorted(core)
 
 
 # ---------------------------------------------------------------- what ORT runs

@@ -59,28 +59,33 @@ class ConvEncoder(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
+    """Multi-head self-attention over a fixed number of tokens. The reshapes use that number and -1 for the
+    batch, so the export holds constant shapes instead of Shape/Gather/Concat chains per reshape: at 36
+    tokens those small ops cost as much as the matmuls."""
+
+    def __init__(self, dim: int, heads: int, tokens: int):
         super().__init__()
-        self.heads = heads
+        self.heads, self.dim, self.tokens = heads, dim, tokens
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        head_dim = self.dim // self.heads
+        qkv = self.qkv(x).reshape(-1, self.tokens, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim))
         out = attn.softmax(dim=-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(out.transpose(1, 2).reshape(-1, self.tokens, self.dim))
 
 
 class PriorBlock(nn.Module):
     """Transformer block; the EPD gives a per-channel scale and shift after each LayerNorm (DiffIR style)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, epd_dim: int | None, dropout: float):
+    def __init__(self, dim: int, heads: int, tokens: int, mlp_ratio: float, epd_dim: int | None, dropout: float):
         super().__init__()
+        self.dim = dim
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=epd_dim is None)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, tokens)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=epd_dim is None)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
@@ -92,7 +97,8 @@ class PriorBlock(nn.Module):
     def forward(self, x: torch.Tensor, epd: torch.Tensor | None) -> torch.Tensor:
         h1, h2 = self.norm1(x), None
         if self.modulation is not None:
-            s1, b1, s2, b2 = self.modulation(epd).unsqueeze(1).chunk(4, dim=-1)
+            # split with a fixed size, not chunk: chunk exports as Shape/Gather/Div/Mul/Slice per piece.
+            s1, b1, s2, b2 = self.modulation(epd).unsqueeze(1).split(self.dim, dim=-1)
             h1 = h1 * (1 + s1) + b1
         x = x + self.attn(h1)
         h2 = self.norm2(x)
@@ -114,18 +120,20 @@ class LLformer(nn.Module):
         self.stem = nn.Sequential(*layers)
         self.patch = nn.Conv2d(cin, cfg.embed_dim, kernel_size=2, stride=2)
         grid = cfg.input_size // (2 ** len(cfg.stem_channels))
-        self.pos = nn.Parameter(torch.zeros(1, grid * grid, cfg.embed_dim))
+        self.tokens, self.embed_dim = grid * grid, cfg.embed_dim
+        self.pos = nn.Parameter(torch.zeros(1, self.tokens, cfg.embed_dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
         epd_dim = cfg.epd_dim if cfg.prior else None
         self.blocks = nn.ModuleList(
-            PriorBlock(cfg.embed_dim, cfg.heads, cfg.mlp_ratio, epd_dim, cfg.dropout) for _ in range(cfg.depth)
+            PriorBlock(cfg.embed_dim, cfg.heads, self.tokens, cfg.mlp_ratio, epd_dim, cfg.dropout)
+            for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.embed_dim, len(cfg.classes))
 
     def forward(self, image: torch.Tensor, epd: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.patch(self.stem(image)).flatten(2).transpose(1, 2) + self.pos
+        x = self.patch(self.stem(image)).reshape(-1, self.embed_dim, self.tokens).transpose(1, 2) + self.pos
         for block in self.blocks:
             x = block(x, epd)
         return self.head(self.drop(self.norm(x).mean(dim=1)))

@@ -50,6 +50,10 @@ class TrainConfig:
     # 1.0: the stage-1 EPD never sees the true label (LA-CLIP's own guess stands in), so the LLformer cannot
     # read the answer off it; it carries the normal-light face instead (see augment_pair).
     label_dropout: float = 1.0
+    # Which face the EPD is made from: "view", the training view the LLformer sees (mostly darkened), as in the
+    # paper; or "clean", its normal-light twin, a privileged view the sampler cannot recover from a dark face
+    # (session 3: fed the EPD a dark face allows, that LLformer got 41 % after stage 1, the ablation 50 %).
+    epd_from: str = "view"
     clip_weight: float = 0.5
     l1_weight: float = 1.0
     kl_weight: float = 1.0
@@ -94,19 +98,20 @@ class Objective(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor,
                 clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`x` the (mostly darkened) training view, `clean` the same view in normal light: the teacher EPD
-        comes from `clean`, everything the deployed model computes from `x`."""
+        comes from `x` or `clean` (`epd_from`), everything the deployed model computes from `x`."""
         m, tc = self.model, self.tc
+        epd_source = clean if tc.epd_from == "clean" else x
         zero = x.new_zeros(())
         if self.phase in ("s1", "s2"):
             if not m.cfg.prior:
                 logits = m.llformer(x)
                 return F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing), logits, zero
-            epd, clip_logits = m.teacher_epd(clean, y, tc.label_dropout)
+            epd, clip_logits = m.teacher_epd(epd_source, y, tc.label_dropout)
             logits = m.llformer(x, epd)
             loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
             return loss + tc.clip_weight * F.cross_entropy(clip_logits, y), logits, zero
         with torch.no_grad():
-            target, _ = m.teacher_epd(clean, y if tc.label_dropout < 1 else None)
+            target, _ = m.teacher_epd(epd_source, y if tc.label_dropout < 1 else None)
         epd = m.sample_epd(x)
         l1 = (epd.float() - target.float()).abs().mean()
         if self.phase == "dm":
@@ -164,6 +169,14 @@ def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_
                 logits = logits + model(v)
         out.append((logits / len(views)).float().numpy())
     return np.concatenate(out)
+
+
+def warm_start_condition_encoder(model: LLDif) -> None:
+    """The condition encoder starts as LA-CLIP's image encoder (the same architecture): the EPD is made from
+    that embedding, so the sampler starts from a condition that already carries it instead of from scratch."""
+    src, dst = model.clip_image.state_dict(), model.cond_encoder.state_dict()
+    if all(k in src and src[k].shape == v.shape for k, v in dst.items()):
+        model.cond_encoder.load_state_dict(src)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -261,6 +274,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         start_epoch = state["epoch_in_phase"] if pi == state["phase_index"] else 0
         if phase == "dm" and start_epoch == 0:
             state["best_acc"] = -1.0  # a stage-1 score (image-only EPD) must not outrank the sampler's
+            warm_start_condition_encoder(model)
         if resumed is not None and pi == resumed["phase_index"] and start_epoch > 0:
             opt.load_state_dict(resumed["optimizer"])
             sched.load_state_dict(resumed["scheduler"])
