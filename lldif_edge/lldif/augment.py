@@ -48,7 +48,7 @@ def to_model_input(images_u8: torch.Tensor, in_chans: int) -> torch.Tensor:
 def augment_pair(images_u8: torch.Tensor, in_chans: int, gen: torch.Generator,
                  darken_p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The training view (flipped, moved, darkened with probability `darken_p`) and the same view before
-    darkening: stage 1 makes the EPD from the normal-light face, the privileged view the sampler must recover."""
+    darkening: with `--epd-from clean` stage 1 makes the EPD from that normal-light face."""
     x = to_model_input(images_u8, 1 if images_u8.shape[-1] == 1 else in_chans)
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)

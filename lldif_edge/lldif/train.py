@@ -48,7 +48,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     darken_p: float = 0.9
     # 1.0: the stage-1 EPD never sees the true label (LA-CLIP's own guess stands in), so the LLformer cannot
-    # read the answer off it; it carries the normal-light face instead (see augment_pair).
+    # read the answer off it; it carries what LA-CLIP makes of the face instead.
     label_dropout: float = 1.0
     # Which face the EPD is made from: "view", the training view the LLformer sees (mostly darkened), as in the
     # paper; or "clean", its normal-light twin, a privileged view the sampler cannot recover from a dark face
