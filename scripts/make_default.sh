@@ -18,6 +18,12 @@ ev --model "$RUNS/noprior" --darken > "$OUT/eval_noprior_lowlight.json"
 ev --model "$RUNS/noprior" > "$OUT/eval_noprior_normal.json"
 ev --model "$RUNS/cnn" --darken > "$OUT/eval_cnn_lowlight.json"
 ev --model "$RUNS/cnn" > "$OUT/eval_cnn_normal.json"
+# two more darkening draws of the same faces (draw 0 picked the best epochs)
+for seed in 1 2; do
+  for run in lldif noprior cnn; do
+    ev --model "$RUNS/$run" --darken --seed "$seed" > "$OUT/eval_${run}_lowlight_seed$seed.json"
+  done
+done
 
 # 2. sampler distillation to K=1 and K=2 (one epoch each, side by side)
 lldif-edge distill --model "$RUNS/lldif" --steps 1 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
@@ -32,6 +38,10 @@ ev > "$OUT/eval_default_normal.json"
 # what a user checks: a darkened, de-duplicated copy of val on disk, evaluated with no model argument
 rm -rf "$OUT/val_dark" && lldif-edge darken "$DATA/val" "$OUT/val_dark" --exclude "$DATA/train"
 lldif-edge eval --data "$OUT/val_dark" --json > "$OUT/eval_default_val_dark.json"
+for seed in 1 2; do ev --darken --seed "$seed" > "$OUT/eval_default_lowlight_seed$seed.json"; done
+for run in lldif noprior cnn; do  # the fourth draw: the per-file darkening of `lldif-edge darken`
+  lldif-edge eval --data "$OUT/val_dark" --model "$RUNS/$run" --json > "$OUT/eval_${run}_val_dark.json"
+done
 cp "$OUT/confusion_default_lowlight.png" docs/confusion_default_lowlight.png
 
 # 3. the shipped packages: FP32, and INT8 with data-free calibration (what `export --int8` does by default)
@@ -41,6 +51,7 @@ lldif-edge eval --package "$W/default_fp32" --data "$DATA/val" --exclude "$DATA/
 lldif-edge export --int8 --out "$W/default_int8" --force --eval "$DATA/val" > "$OUT/int8_datafree.log" 2>&1
 lldif-edge eval --package "$W/default_int8" --data "$DATA/val" --exclude "$DATA/train" --darken --json \
   > "$OUT/eval_int8_package.json"
+lldif-edge eval --package "$W/default_int8" --data "$OUT/val_dark" --json > "$OUT/eval_int8_val_dark.json"
 # INT8 with real calibration (256 darkened training faces), for the model card's comparison; not shipped
 lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" --force --eval "$DATA/val" \
   > "$OUT/int8_real.log" 2>&1

@@ -83,7 +83,6 @@ class PriorBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, tokens: int, mlp_ratio: float, epd_dim: int | None, dropout: float):
         super().__init__()
-        self.dim = dim
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=epd_dim is None)
         self.attn = Attention(dim, heads, tokens)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=epd_dim is None)
@@ -98,7 +97,7 @@ class PriorBlock(nn.Module):
         h1, h2 = self.norm1(x), None
         if self.modulation is not None:
             # split with a fixed size, not chunk: chunk exports as Shape/Gather/Div/Mul/Slice per piece.
-            s1, b1, s2, b2 = self.modulation(epd).unsqueeze(1).split(self.dim, dim=-1)
+            s1, b1, s2, b2 = self.modulation(epd).unsqueeze(1).split(self.attn.dim, dim=-1)
             h1 = h1 * (1 + s1) + b1
         x = x + self.attn(h1)
         h2 = self.norm2(x)
