@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model, its --no-prior ablation and the plain-CNN baseline (MODEL_CARD.md),
-# all with the same budget: 10 + 9 epochs, the same learning rate, schedule and augmentation. CPU only, about
-# 75 min on 2 Intel Xeon cores with AMX (bf16; the three runs go side by side, one thread each). Resumable:
-# re-run with RESUME=--resume. ONLY="lldif noprior" trains a subset.
+# all with the same budget: 12 + 10 epochs under one one-cycle LR schedule, the same learning rate and
+# augmentation (the --no-prior runs spend both stages' epochs in one phase). CPU only, about 90 min on 2 Intel
+# Xeon cores with AMX (bf16; the three runs go side by side, one thread each). Resumable: re-run with
+# RESUME=--resume. ONLY="lldif noprior" trains a subset.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 OUT=${OUT:-runs}
-EPOCHS=${EPOCHS:-10}
-STAGE2=${STAGE2:-9}
+EPOCHS=${EPOCHS:-12}
+STAGE2=${STAGE2:-10}
 RESUME=${RESUME:-}
 ONLY=${ONLY:-lldif noprior cnn}
 mkdir -p "$OUT"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from lldif_edge.cli import app  # noqa: E402
 from lldif_edge.lldif.checkpoint import load_checkpoint  # noqa: E402
-from lldif_edge.lldif.train import Reporter, TrainConfig, plan_phases, train  # noqa: E402
+from lldif_edge.lldif.train import Reporter, TrainConfig, one_cycle_factor, plan_phases, train  # noqa: E402
 
 CHANCE = 1 / 7
 
@@ -57,9 +57,20 @@ def test_plan_phases():
     tc.stage, tc.dm_fraction = "2", 0.3
     assert plan_phases(tc) == [("dm", 2), ("joint", 4)]
     tc.stage, tc.prior = "all", False
-    assert plan_phases(tc) == [("s1", 10), ("s2", 6)]
+    assert plan_phases(tc) == [("s1", 16)]  # the same budget in one phase: no prior for a stage 2 to train
+    tc.stage = "2"
+    assert plan_phases(tc) == [("s2", 6)]
     tc.stage = "1"
     assert plan_phases(tc) == [("s1", 10)]
+
+
+def test_one_learning_rate_schedule_spans_all_phases():
+    total = 1000
+    f = [one_cycle_factor(s, total) for s in range(total)]
+    peak = f.index(max(f))
+    assert peak == 100 and f[0] == pytest.approx(1 / 25) and f[-1] < 1e-3
+    assert all(a <= b for a, b in zip(f[:peak], f[1:peak + 1], strict=True))  # the warm-up only rises
+    assert all(a >= b for a, b in zip(f[peak:], f[peak + 1:], strict=False))  # then the decay only falls
 
 
 def test_tiny_preset_learns_well_above_chance(trained):
@@ -106,7 +117,9 @@ def test_eval_cli_on_the_trained_run(trained, faces_val, tmp_path):
 def test_no_prior_ablation_trains(faces_train, tmp_path):
     rec = Recorder()
     best = train(_config(faces_train, tmp_path, epochs=2, stage2_epochs=1, prior=False), rec)
-    assert [r["phase"] for r in rec.records] == ["s1", "s1", "s2"]
+    assert [r["phase"] for r in rec.records] == ["s1"] * 3
+    lrs = [r["lr"] for r in rec.records]
+    assert lrs[1] > lrs[2]  # one schedule: the third epoch continues the decay, no restart
     model, _ = load_checkpoint(best)
     assert model.cfg.prior is False
 
