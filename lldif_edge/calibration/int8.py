@@ -4,13 +4,14 @@
 2. Calibration faces: a folder, a video, a camera (`sources`), or data-free (`datafree`: BN-statistic
    synthesis, kept per sub-graph only where it beats the uniform-noise control).
 3. Run the FP32 pipeline on them and record what each sub-graph receives (cond: images; denoiser: cond
-   outputs + start noise; llformer: images + EPD), so every part is calibrated on its real inputs.
+   outputs; llformer: images + EPD), so every part is calibrated on its real inputs.
 4. ORT pre-processing, then static QDQ quantization with per-channel weights (`quantize`).
 5. Mixed precision by measurement: on the cpu target keep in float what int8 kernels cannot speed up (the
-   image's first convs, matrix-vector Gemms, the attention core), quantize everything else, then measure what
-   keeping each candidate in float (a whole cond/denoiser sub-graph; each sub-graph's elementwise nodes; the
-   Standardize, LayerNormalization, Softmax, Gelu and residual-Add nodes of cond/llformer) buys in top-1
-   agreement and KL divergence with FP32; keep in float only what pays (greedy, see `_better`). An explicit
+   image's first convs, matrix-vector Gemms, the attention core, the per-image standardisation), quantize
+   everything else, then measure what keeping each candidate in float (a whole cond/denoiser sub-graph; each
+   sub-graph's elementwise nodes; the LayerNormalization, Softmax, Gelu and residual-Add nodes of
+   cond/llformer) buys in top-1 agreement and KL divergence with FP32; keep in float only what pays (greedy,
+   see `_better`). An explicit
    `exclude` list replaces the search.
 6. Write the package (PackageWriter: temp folder + rename; nothing lands in `out` on failure) with a report:
    sizes, float ops ORT still runs, agreement/accuracy on `eval_dir`, latency FP32 vs INT8.

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lldif_edge.errors import PackageError
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
-from lldif_edge.lldif.diffusion import ddim_sample
-from lldif_edge.lldif.model import LLDif
+from lldif_edge.lldif.model import LLDif, timestep_embedding
 from lldif_edge.lowlight import darken_many
 from lldif_edge.package import FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
 
@@ -42,15 +42,43 @@ class CondGraph(nn.Module):
 
 
 class DenoiserGraph(nn.Module):
-    """The K sampler steps unrolled into one graph; the fixed start noise is an input from the manifest."""
+    """The K sampler steps (`ddim_sample`) unrolled into one graph, with what the checkpoint fixes folded in.
+
+    The first layer's weight is split by its input (x_t | cond | time embedding): each step's time embedding
+    and the start noise are constants, so their products become a per-step bias. The graph then takes only
+    `cond`; the first step is one Gemm on it, and no Shape/Expand chain broadcasts the noise over the batch
+    (at batch 1 those small ops took most of the denoiser's time in ONNX Runtime).
+    """
 
     def __init__(self, model: LLDif):
         super().__init__()
-        self.denoiser, self.ts = model.denoiser, model.sampler_timesteps()
+        d, e, c = model.denoiser, model.cfg.epd_dim, model.cfg.cond_dim
+        first = d.net[0]
+        self.ts, self.rest = model.sampler_timesteps(), d.net[1:]
+        with torch.no_grad():
+            w = first.weight
+            temb = timestep_embedding(torch.tensor(self.ts, dtype=torch.float32), d.time_dim)
+            bias = temb @ w[:, e + c:].T + first.bias  # (K, hidden)
+            bias[0] += (model.start_noise @ w[:, :e].T)[0]
+        self.register_buffer("w_x", w[:, :e].detach().clone())
+        self.register_buffer("w_cond", w[:, e:e + c].detach().clone())
+        self.register_buffer("step_bias", bias)
+        self.register_buffer("start_noise", model.start_noise.clone())
         self.register_buffer("alphas_cumprod", model.alphas_cumprod.clone())
 
-    def forward(self, cond, start_noise):
-        return ddim_sample(self.denoiser, cond, start_noise, self.ts, self.alphas_cumprod)
+    def forward(self, cond):
+        x, x0 = self.start_noise, None  # (1, epd_dim): broadcasts over the batch
+        for i, t in enumerate(self.ts):
+            h = F.linear(cond, self.w_cond, self.step_bias[i])
+            if i > 0:
+                h = h + F.linear(x, self.w_x)
+            x0 = self.rest(h)
+            if i == len(self.ts) - 1:
+                break
+            ab_t, ab_next = self.alphas_cumprod[t], self.alphas_cumprod[self.ts[i + 1]]
+            eps = (x - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
+            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+        return x0
 
 
 class LLformerGraph(nn.Module):
@@ -72,7 +100,7 @@ class FusedGraph(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
-    axes = {n: {0: "batch"} for n in inputs + outputs if n != "start_noise"}
+    axes = {n: {0: "batch"} for n in inputs + outputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=opset, input_names=inputs,
@@ -89,8 +117,7 @@ def graph_specs(model: LLDif) -> dict[str, tuple[nn.Module, dict[str, list[int]]
         return {"llformer": (LLformerGraph(model), {"image": image}, {"logits": logits})}
     return {
         "cond": (CondGraph(model), {"image": image}, {"cond": [-1, c.cond_dim]}),
-        "denoiser": (DenoiserGraph(model), {"cond": [-1, c.cond_dim], "start_noise": [1, c.epd_dim]},
-                     {"epd": [-1, c.epd_dim]}),
+        "denoiser": (DenoiserGraph(model), {"cond": [-1, c.cond_dim]}, {"epd": [-1, c.epd_dim]}),
         "llformer": (LLformerGraph(model), {"image": image, "epd": [-1, c.epd_dim]}, {"logits": logits}),
     }
 
@@ -181,7 +208,7 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
     with PackageWriter(out, force) as writer:
         for name, (module, inputs, outputs) in specs.items():
             path = writer.tmp / f"{name}.onnx"
-            args = tuple(model.start_noise if n == "start_noise" else _example(s) for n, s in inputs.items())
+            args = tuple(_example(s) for s in inputs.values())
             _export(module, args, path, list(inputs), list(outputs), opset)
             manifest["graphs"][name] = {"file": path.name, "sha256": sha256_file(path), "precision": "fp32",
                                         "bytes": path.stat().st_size, "inputs": inputs, "outputs": outputs}

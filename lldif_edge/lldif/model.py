@@ -61,7 +61,8 @@ class ConvEncoder(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over a fixed number of tokens. The reshapes use that number and -1 for the
     batch, so the export holds constant shapes instead of Shape/Gather/Concat chains per reshape: at 36
-    tokens those small ops cost as much as the matmuls."""
+    tokens those small ops cost as much as the matmuls. q, k and v are split off a 4-D (batch, 3 x heads,
+    tokens, head_dim) tensor, which needs no Squeeze after the Split (unbind of a 5-D one exports three)."""
 
     def __init__(self, dim: int, heads: int, tokens: int):
         super().__init__()
@@ -71,8 +72,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head_dim = self.dim // self.heads
-        qkv = self.qkv(x).reshape(-1, self.tokens, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        qkv = self.qkv(x).reshape(-1, self.tokens, 3 * self.heads, head_dim).transpose(1, 2)
+        q, k, v = qkv.split(self.heads, dim=1)
         attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim))
         out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(-1, self.tokens, self.dim))
@@ -132,7 +133,9 @@ class LLformer(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, len(cfg.classes))
 
     def forward(self, image: torch.Tensor, epd: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.patch(self.stem(image)).reshape(-1, self.embed_dim, self.tokens).transpose(1, 2) + self.pos
+        # Channels-last before the reshape: ONNX Runtime's int8 convs run NHWC, so the transpose it adds after
+        # the last conv and this one cancel (channels-first tokens would cost two layout transposes).
+        x = self.patch(self.stem(image)).permute(0, 2, 3, 1).reshape(-1, self.tokens, self.embed_dim) + self.pos
         for block in self.blocks:
             x = block(x, epd)
         return self.head(self.drop(self.norm(x).mean(dim=1)))
