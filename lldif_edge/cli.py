@@ -413,6 +413,14 @@ def _print_int8(r: dict) -> None:
         table.add_row("end to end", "", "", "", "", "", f"{lat['fp32']['end_to_end']:.3f}",
                       f"{lat['int8']['end_to_end']:.3f}")
     Console().print(table)
+    amx = c.get("onnxruntime_amx_variants")
+    if amx and amx.get("measured"):
+        lat_amx = amx["latency_ms_per_face"]
+        console.print("ONNX Runtime AMX variants (conv weights re-encoded for ORT's AMX GEMM path; used on AMX "
+                      "CPUs only): " + ", ".join(
+                          f"{g} {lat_amx['main'][g]:.3f} -> {lat_amx['amx'][g]:.3f} ms "
+                          f"({'kept' if g in amx['written'] else 'not faster, dropped'})" for g in amx["measured"]),
+                      highlight=False)
     v = r["verification"]
     console.print(f"top-1 agreement with FP32 on {v['source']}: {v['sub-graphs']['top1_agreement']:.4f} "
                   f"({v['measured_with']})", highlight=False)

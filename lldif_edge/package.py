@@ -21,6 +21,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_PACKAGES = (WEIGHTS_DIR / "default_int8", WEIGHTS_DIR / "default_fp32")
 
 
+# A graph may carry variant files that a backend runs instead of its main file on some machines: the same
+# inputs, outputs and numbers, encoded for a faster kernel there (see `Pipeline.graph_path`).
+ORT_AMX_VARIANT = "onnxruntime-cpu-amx"
+
+
+def graph_files(graph: dict) -> list[str]:
+    """The main file of a manifest's graph entry and its variants' files."""
+    return [graph["file"], *(v["file"] for v in graph.get("variants", {}).values())]
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -66,12 +76,13 @@ def load_manifest(package: str | Path | None, verify: bool = True) -> tuple[Path
             raise PackageError(f"{path}: manifest lacks '{key}'")
     if verify:
         for name, graph in manifest["graphs"].items():
-            f = root / graph["file"]
-            if not f.is_file():
-                raise PackageError(f"package {root}: sub-graph '{name}' file {f.name} is missing")
-            if sha256_file(f) != graph["sha256"]:
-                raise PackageError(f"package {root}: {f.name} does not match its sha256 in the manifest "
-                                   "(modified or corrupt); re-export the package")
+            for entry in [graph, *graph.get("variants", {}).values()]:
+                f = root / entry["file"]
+                if not f.is_file():
+                    raise PackageError(f"package {root}: sub-graph '{name}' file {f.name} is missing")
+                if sha256_file(f) != entry["sha256"]:
+                    raise PackageError(f"package {root}: {f.name} does not match its sha256 in the manifest "
+                                       "(modified or corrupt); re-export the package")
     return root, manifest
 
 

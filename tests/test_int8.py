@@ -159,6 +159,60 @@ def test_int8_data_free_for_tensorrt(tiny_ckpt, eval_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- bad input: one line, nothing written
+def test_amx_variant_keeps_the_numbers_and_runs_only_on_ort_with_amx(tiny_ckpt, eval_dir, tmp_path, monkeypatch):
+    import onnx
+
+    import lldif_edge.bench
+    import lldif_edge.calibration.int8 as int8
+
+    def cpu(*features):
+        return lambda: {"model": "test", "features": list(features)}
+
+    out = tmp_path / "pkg"
+    monkeypatch.setattr(int8, "cpu_features", cpu())
+    report = export_int8(tiny_ckpt, out, calib=eval_dir, exclude=[], **FAST)
+    assert report["calibration"]["onnxruntime_amx_variants"]["written"] == []  # no AMX here: nothing written
+    assert not list(out.glob("*.ort-amx.onnx"))
+
+    monkeypatch.setattr(int8, "cpu_features", cpu("avx512_vnni", "amx_int8"))
+    monkeypatch.setattr(int8, "VARIANT_MIN_SPEEDUP", 1e9)  # keep whatever the timing says, to test the rest
+    report = export_int8(tiny_ckpt, out, calib=eval_dir, exclude=[], force=True, **FAST)
+    amx = report["calibration"]["onnxruntime_amx_variants"]
+    assert set(amx["written"]) == {"cond", "llformer"} and amx["latency_ms_per_face"]["amx"]["llformer"] > 0
+    _, manifest = load_manifest(out)  # variant files are verified against their sha256 too
+    variant = out / manifest["graphs"]["llformer"]["variants"]["onnxruntime-cpu-amx"]["file"]
+
+    def conv_weight_zero_points(path):
+        m = onnx.load(str(path))
+        init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+        return [init[n.input[2]] for n in m.graph.node if n.op_type == "DequantizeLinear"
+                and n.input[0] in init and init[n.input[0]].ndim == 4 and init[n.input[0]].dtype == np.int8]
+
+    assert all(not z.any() for z in conv_weight_zero_points(out / "llformer.onnx"))
+    assert all((z == 1).all() for z in conv_weight_zero_points(variant))
+
+    monkeypatch.setattr(lldif_edge.bench, "cpu_features", cpu("amx_int8"))
+    on_amx, main = Pipeline(out), Pipeline(out, variants=False)
+    assert on_amx.files["llformer"] == variant.name and main.files["llformer"] == "llformer.onnx"
+    assert "ort-amx" in on_amx.describe()
+    assert main.graph_path("llformer", "openvino", None).name == "llformer.onnx"
+    assert main.graph_path("llformer", "onnxruntime", "cuda").name == "llformer.onnx"
+    x = main.preprocess(load_folder_images(eval_dir))
+    np.testing.assert_allclose(on_amx.logits(x), main.logits(x), atol=1e-5)  # same weights, other kernel
+    monkeypatch.setattr(lldif_edge.bench, "cpu_features", cpu("avx512_vnni"))
+    assert Pipeline(out).files["llformer"] == "llformer.onnx"
+
+    variant.write_bytes(variant.read_bytes()[:-1])
+    with pytest.raises(PackageError, match="sha256"):
+        load_manifest(out)
+
+
+def load_folder_images(root: Path) -> np.ndarray:
+    from lldif_edge.data import FER_CLASSES, load_folder
+
+    return load_folder(root, FER_CLASSES, 48, 1).images
+
+
 def test_empty_calibration_folder(tiny_ckpt, tmp_path):
     (tmp_path / "empty" / "happy").mkdir(parents=True)
     out = tmp_path / "pkg"

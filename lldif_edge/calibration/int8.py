@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lldif_edge.bench import interleaved_latency
+from lldif_edge.bench import cpu_features, interleaved_latency
 from lldif_edge.calibration.quantize import (
     GROUPS,
     NODE_GROUPS,
@@ -42,12 +42,13 @@ from lldif_edge.calibration.quantize import (
     optimized_op_counts,
     preprocess_graph,
     quantize_graph,
+    reencode_conv_weights,
 )
 from lldif_edge.calibration.sources import collect_faces, open_source
 from lldif_edge.data import load_folder
 from lldif_edge.errors import LldifError, PackageError
 from lldif_edge.lowlight import darken_many
-from lldif_edge.package import PackageWriter, sha256_file, write_manifest
+from lldif_edge.package import ORT_AMX_VARIANT, PackageWriter, sha256_file, write_manifest
 from lldif_edge.runtimes.pipeline import Pipeline, softmax
 from lldif_edge.synthetic import synthetic_faces
 
@@ -329,6 +330,39 @@ def keep_faster(bench: _Workbench, config: dict, faces: np.ndarray, runs: int = 
     return new, {"latency_ms_per_face": lat, "kept_float_for_speed": slower}
 
 
+# A variant must beat its main file by this much (median per face) to be kept: less is within run-to-run noise.
+VARIANT_MIN_SPEEDUP = 0.97
+
+
+def add_amx_variants(root: Path, manifest: dict, faces: np.ndarray, runs: int = 300) -> dict:
+    """cpu target: give each INT8 sub-graph with conv weights an ORT-on-AMX variant (`reencode_conv_weights`)
+    and keep it where it is faster on this machine, measured side by side through `Pipeline` (median per
+    face, batch 1, 1 thread). Writes into `root` and updates `manifest` (not written here); returns the report.
+    Only on a CPU with AMX-INT8: elsewhere the variant would never run, and there is nothing to measure."""
+    if "amx_int8" not in cpu_features()["features"]:
+        return {"written": [], "note": "this CPU has no AMX-INT8: no variant measured or written"}
+    candidates = []
+    for g, entry in manifest["graphs"].items():
+        dst = root / f"{g}.ort-amx.onnx"
+        if entry["precision"] == "int8" and reencode_conv_weights(root / entry["file"], dst):
+            entry["variants"] = {ORT_AMX_VARIANT: {"file": dst.name, "sha256": sha256_file(dst),
+                                                   "bytes": dst.stat().st_size}}
+            candidates.append(g)
+    if not candidates:
+        return {"written": [], "note": "no int8 conv weights to re-encode"}
+    write_manifest(root, manifest)
+    pipes = {"main": Pipeline(root, threads=1, variants=False), "amx": Pipeline(root, threads=1)}
+    lat = measure_latency(pipes, faces, runs=runs)
+    kept = [g for g in candidates if lat["amx"][g] <= VARIANT_MIN_SPEEDUP * lat["main"][g]]
+    for g in set(candidates) - set(kept):
+        (root / manifest["graphs"][g].pop("variants")[ORT_AMX_VARIANT]["file"]).unlink()
+    write_manifest(root, manifest)
+    log.info("ONNX Runtime AMX variants kept for %s", kept or "nothing")
+    return {"written": kept, "measured": candidates,
+            "latency_ms_per_face": {"statistic": "median", "batch": 1, "threads": 1, "runs": runs, **lat},
+            "rule": f"kept where the variant's median is <= {VARIANT_MIN_SPEEDUP} of the main file's"}
+
+
 # ---------------------------------------------------------------- data-free
 def _beats(a: dict, b: dict) -> bool:
     """Clearly better: top-1 agreement higher by at least MIN_GAIN or, when the agreements are that close, a
@@ -465,6 +499,9 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
             "calibration": calibration,
             "fp32_verification": bench.fp32_manifest.get("verification"),
         })
+        if target == "cpu":
+            calibration["onnxruntime_amx_variants"] = add_amx_variants(writer.tmp, manifest, sel_faces,
+                                                                       max(latency_runs, 100))
         report = _report(bench, writer.tmp, fp32, config, calibration, selection, sel_faces, sel_desc, ref,
                          eval_set, latency_runs, min_agreement)
         report["seconds"] = round(time.perf_counter() - t_start, 1)

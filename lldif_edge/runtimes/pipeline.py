@@ -10,7 +10,7 @@ import numpy as np
 
 from lldif_edge.data import to_model_pixels
 from lldif_edge.errors import LldifError
-from lldif_edge.package import load_manifest
+from lldif_edge.package import ORT_AMX_VARIANT, load_manifest
 from lldif_edge.runtimes.registry import get_backend
 
 
@@ -24,7 +24,9 @@ class Pipeline:
     """A loaded model package. `predict` is thread-safe (backends' `run` are; no mutable state here)."""
 
     def __init__(self, package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
-                 threads: int | None = None, fused: bool = False, **backend_options):
+                 threads: int | None = None, fused: bool = False, variants: bool = True, **backend_options):
+        """`variants`: run a graph's variant file where the manifest has one for this backend and machine
+        (`graph_path`); False runs the main files everywhere."""
         self.root, self.manifest = load_manifest(package)
         m = self.manifest
         self.classes: list[str] = list(m["classes"])
@@ -40,15 +42,29 @@ class Pipeline:
             raise LldifError(f"package {self.root} has no fused graph (export it with --fused)")
         backend_cls = get_backend(backend)
         self.backend_name = backend
-        self.stages = [
-            (name, backend_cls(self.root / m["graphs"][name]["file"], device=device, threads=threads,
-                               **backend_options))
-            for name in order
-        ]
+        self.stages, self.files = [], {}
+        for name in order:
+            path = self.graph_path(name, backend, device) if variants else self.root / m["graphs"][name]["file"]
+            self.files[name] = path.name
+            self.stages.append((name, backend_cls(path, device=device, threads=threads, **backend_options)))
         # Constant inputs the graphs take besides the image (the sampler's fixed start noise).
         self.constants: dict[str, np.ndarray] = {}
         if m.get("sampler"):
             self.constants["start_noise"] = np.asarray(m["sampler"]["start_noise"], np.float32).reshape(1, -1)
+
+    def graph_path(self, name: str, backend: str, device: str | None) -> Path:
+        """The file a backend runs for graph `name`: the INT8 export's AMX variant (conv weights re-encoded
+        so ONNX Runtime takes its AMX GEMM path, `reencode_conv_weights`) on ONNX Runtime's CPU provider when
+        this CPU has AMX-INT8, where it was measured faster; otherwise the main file, whose symmetric weights
+        are what OpenVINO, TensorRT and ORT's VNNI/AVX2 convolution kernels want."""
+        from lldif_edge.bench import cpu_features
+
+        entry = self.manifest["graphs"][name]
+        variant = entry.get("variants", {}).get(ORT_AMX_VARIANT)
+        if (variant and backend == "onnxruntime" and (device or "cpu") == "cpu"
+                and "amx_int8" in cpu_features()["features"]):
+            return self.root / variant["file"]
+        return self.root / entry["file"]
 
     # --- preprocessing -------------------------------------------------------------------------
     def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -108,7 +124,9 @@ class Pipeline:
         return softmax(self.logits(self.preprocess(faces)))
 
     def describe(self) -> str:
-        return ", ".join(f"{name}: {stage.describe()}" for name, stage in self.stages)
+        main = {name: g["file"] for name, g in self.manifest["graphs"].items()}
+        return ", ".join(f"{name}: {stage.describe()}" + (f" ({self.files[name]})" if self.files[name] != main[name]
+                                                           else "") for name, stage in self.stages)
 
 
 def load_pipeline(package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
