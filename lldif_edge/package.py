@@ -26,11 +26,6 @@ DEFAULT_PACKAGES = (WEIGHTS_DIR / "default_int8", WEIGHTS_DIR / "default_fp32")
 ORT_AMX_VARIANT = "onnxruntime-cpu-amx"
 
 
-def graph_files(graph: dict) -> list[str]:
-    """The main file of a manifest's graph entry and its variants' files."""
-    return [graph["file"], *(v["file"] for v in graph.get("variants", {}).values())]
-
-
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
