@@ -11,10 +11,10 @@
    everything else, then measure what keeping each candidate in float (a whole cond/denoiser sub-graph; each
    sub-graph's elementwise nodes; the LayerNormalization, Softmax, Gelu and residual-Add nodes of
    cond/llformer) buys in top-1 agreement and KL divergence with FP32; keep in float only what pays (greedy,
-   see `_better`). An explicit
-   `exclude` list replaces the search.
-6. Write the package (PackageWriter: temp folder + rename; nothing lands in `out` on failure) with a report:
-   sizes, float ops ORT still runs, agreement/accuracy on `eval_dir`, latency FP32 vs INT8.
+   see `_better`). An explicit `exclude` list replaces the search.
+6. Write the package (PackageWriter: temp folder + rename; nothing lands in `out` on failure); on a CPU with
+   AMX-INT8, add ONNX Runtime variants where they are faster (`add_amx_variants`). Then a report: sizes,
+   float ops ORT still runs, agreement/accuracy on `eval_dir`, latency FP32 vs INT8.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ VARIANT_MIN_SPEEDUP = 0.97
 def add_amx_variants(root: Path, manifest: dict, faces: np.ndarray, runs: int = 300) -> dict:
     """cpu target: give each INT8 sub-graph with conv weights an ORT-on-AMX variant (`reencode_conv_weights`)
     and keep it where it is faster on this machine, measured side by side through `Pipeline` (median per
-    face, batch 1, 1 thread). Writes into `root` and updates `manifest` (not written here); returns the report.
+    face, batch 1, 1 thread). Writes the files and `manifest` into `root`; returns the report.
     Only on a CPU with AMX-INT8: elsewhere the variant would never run, and there is nothing to measure."""
     if "amx_int8" not in cpu_features()["features"]:
         return {"written": [], "note": "this CPU has no AMX-INT8: no variant measured or written"}

@@ -47,7 +47,8 @@ class Pipeline:
             path = self.graph_path(name, backend, device) if variants else self.root / m["graphs"][name]["file"]
             self.files[name] = path.name
             self.stages.append((name, backend_cls(path, device=device, threads=threads, **backend_options)))
-        # Constant inputs the graphs take besides the image (the sampler's fixed start noise).
+        # Constant inputs a graph may take besides the image: the sampler's fixed start noise, an input of the
+        # denoiser in packages exported before it was folded into the graph.
         self.constants: dict[str, np.ndarray] = {}
         if m.get("sampler"):
             self.constants["start_noise"] = np.asarray(m["sampler"]["start_noise"], np.float32).reshape(1, -1)
