@@ -115,6 +115,16 @@ def test_eval_missing_data_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
 
 
+@pytest.mark.parametrize("option, value", [("--kl-weight", "-1"), ("--label-dropout", "1.5"),
+                                           ("--epd-from", "label"), ("--stage", "3")])
+def test_train_rejects_bad_settings_by_name(monkeypatch, capsys, tmp_path, option, value):
+    pytest.importorskip("torch")
+    code, err = _main(monkeypatch, capsys, "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                      option, value)
+    assert code == 2 and option in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_help_lists_the_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
