@@ -55,6 +55,9 @@ lldif-edge eval --package "$W/default_int8" --data "$OUT/val_dark" --json > "$OU
 # INT8 with real calibration (256 darkened training faces), for the model card's comparison; not shipped
 lldif-edge export --int8 --calib "$DATA/train" --darken --out "$OUT/int8_real" --force --eval "$DATA/val" \
   > "$OUT/int8_real.log" 2>&1
+lldif-edge eval --package "$OUT/int8_real" --data "$DATA/val" --exclude "$DATA/train" --darken --json \
+  > "$OUT/eval_int8_real_package.json"
+lldif-edge eval --package "$OUT/int8_real" --data "$OUT/val_dark" --json > "$OUT/eval_int8_real_val_dark.json"
 
 # 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --runs 1000 --rounds 10 --chart "$OUT/bench.png" \
