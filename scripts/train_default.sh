@@ -13,7 +13,7 @@ RESUME=${RESUME:-}
 ONLY=${ONLY:-lldif noprior cnn}
 mkdir -p "$OUT"
 # lr 5e-4 for all: at 1e-3 the ablation fell back to the majority class for two epochs, and the CNN for four.
-# LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 % vs 55.39 % at 1.0 (MODEL_CARD.md).
+# LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 %; 55.39 at 1.0, 55.75 at 0 (MODEL_CARD.md).
 common=(--data "$DATA/train" --val "$DATA/val" --epochs "$EPOCHS" --stage2-epochs "$STAGE2" --lr 5e-4 --darken-p 0.8
         --threads 1 $RESUME)
 declare -A extra=([lldif]="--preset base --kl-weight 0.1" [noprior]="--preset base --no-prior" [cnn]="--preset cnn --no-prior")

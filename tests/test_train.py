@@ -158,6 +158,19 @@ def test_resume_after_stage1_continues_with_stage2(faces_train, tmp_path):
     assert len(torch.load(tmp_path / "last.pt", weights_only=True)["history"]) == 4
 
 
+def test_stage2_alone_repeats_the_full_runs_stage2(trained, faces_train, faces_val, tmp_path):
+    """`--stage 2 --init stage1` continues the full plan's LR schedule and seeds: the same epochs as `--stage all`."""
+    out, _, full = trained
+    torch.set_num_threads(1)
+    rec = Recorder()
+    train(_config(faces_train, tmp_path, val=str(faces_val), epochs=6, stage2_epochs=6, stage="2",
+                  init=str(out / "stage1.safetensors")), rec)
+    stage2 = [r for r in full.records if r["phase"] != "s1"]
+    assert [(r["phase"], r["global_epoch"], r["lr"]) for r in rec.records] == \
+        [(r["phase"], r["global_epoch"], r["lr"]) for r in stage2]
+    assert [r["train_loss"] for r in rec.records] == pytest.approx([r["train_loss"] for r in stage2], rel=1e-4)
+
+
 def test_stage2_without_stage1_is_a_user_error(faces_train, tmp_path):
     from lldif_edge.errors import LldifError
 

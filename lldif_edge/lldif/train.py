@@ -4,7 +4,8 @@ Phases: s1 (LA-CLIP + PNET + LLformer with labels), then for the prior model dm 
 denoiser recover the frozen teacher EPD, L1 after the full unrolled chain) and joint (CE + L1 + KL to the
 stage-1 model). The --no-prior ablation has nothing for a stage 2 to train: with --stage all it runs one s1
 phase of both stages' epochs (the same budget); --stage 2 alone continues with plain CE (s2).
-One learning-rate schedule spans the whole plan.
+One learning-rate schedule spans the whole plan; for the prior model, --stage 2 --init STAGE1 is the rest of that
+plan (the schedule and seeds after --epochs stage-1 epochs), so stage 2 can be re-run from one stage-1 checkpoint.
 """
 
 from __future__ import annotations
@@ -254,6 +255,11 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
 
     phases = plan_phases(tc)
     state = {"phase_index": 0, "epoch_in_phase": 0, "best_acc": -1.0, "best_s1": -1.0, "history": []}
+    if tc.stage == "2" and tc.prior:
+        # Stage 2 alone is the rest of the full plan, as if its --epochs stage-1 epochs (the --init weights) had just
+        # run: the same one LR schedule and per-epoch seeds, so it repeats `--stage all` from there.
+        phases = [("s1", tc.epochs), *phases]
+        state["phase_index"] = 1
     resumed = None
     if tc.resume and resume_path.exists():
         resumed = load_resume_state(resume_path)
