@@ -38,7 +38,7 @@ def train(
     data: Path = typer.Option(..., help="Training folder <root>/<class>/*.jpg"),
     out: Path = typer.Option(..., help="Run folder: checkpoints, last.pt for --resume"),
     val: Path | None = typer.Option(None, help="Validation folder (darkened once with --val-seed)"),
-    preset: str = typer.Option("base", help="Model preset: tiny | base | cnn (plain CNN baseline, with --no-prior)"),
+    preset: str = typer.Option("base", help="Model preset: tiny | small | base | cnn (plain CNN, with --no-prior)"),
     stage: str = typer.Option("all", help="1 | 2 | all (2: the rest of the full plan, from --init or OUT/stage1)"),
     epochs: int = typer.Option(30, help="Stage-1 epochs"),
     stage2_epochs: int | None = typer.Option(None, help="Stage-2 epochs (default: half of --epochs)"),

@@ -94,6 +94,9 @@ def test_distilled_student_tracks_teacher(teacher, k):
     info = meta["distillation"]
     assert (info["steps_k"], info["teacher_steps_s"], info["epochs"]) == (k, s, 4)
     assert info["metrics"]["agreement"] == metrics["agreement"] and isinstance(info["command"], list)
+    # the student names the teacher's training recipe too, not only the distillation step
+    assert info["teacher_command"] == teacher_meta["command"]
+    assert info["teacher_train_config"] == teacher_meta["train_config"] and info["teacher_train_config"]["epochs"] > 0
     assert metrics["student_ms_per_face"] > 0 and metrics["teacher_ms_per_face"] > 0
 
     # Check independently of distill's own bookkeeping, on the same darkened validation set.

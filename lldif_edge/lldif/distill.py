@@ -104,7 +104,7 @@ def distill(
     """
     reporter = reporter or Reporter()
     teacher_path = resolve_checkpoint(teacher_ckpt)
-    teacher, _ = load_checkpoint(teacher_path)
+    teacher, teacher_meta = load_checkpoint(teacher_path)
     cfg = teacher.cfg
     if not cfg.prior:
         raise LldifError(f"{teacher_path} is the --no-prior ablation: it has no sampler to distil")
@@ -117,13 +117,13 @@ def distill(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _distill(teacher, teacher_path, steps_k, s, data_dir, out_ckpt, epochs, batch_size, lr,
+        return _distill(teacher, teacher_path, teacher_meta, steps_k, s, data_dir, out_ckpt, epochs, batch_size, lr,
                         val_dir, val_seed, darken_p, seed, reporter, kl_weight, timing_faces)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _distill(teacher, teacher_path, k, s, data_dir, out_ckpt, epochs, batch_size, lr, val_dir, val_seed,
+def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epochs, batch_size, lr, val_dir, val_seed,
              darken_p, seed, reporter, kl_weight, timing_faces) -> dict:
     cfg = teacher.cfg
     teacher.eval().requires_grad_(False)
@@ -223,7 +223,10 @@ def _distill(teacher, teacher_path, k, s, data_dir, out_ckpt, epochs, batch_size
     metrics["threads"] = torch.get_num_threads()
 
     info = {
-        "teacher": str(teacher_path), "steps_k": k, "teacher_steps_s": s, "epochs": epochs,
+        "teacher": str(teacher_path),
+        # How the teacher was trained, so a shipped student names its whole recipe, not only this last step.
+        "teacher_command": teacher_meta.get("command"), "teacher_train_config": teacher_meta.get("train_config"),
+        "steps_k": k, "teacher_steps_s": s, "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "darken_p": darken_p, "seed": seed,
         "data": str(data_dir), "val": str(val_dir) if val_dir else None, "val_seed": val_seed,
         "val_duplicates_dropped": dups, "command": list(sys.argv), "metrics": metrics, "history": history,
