@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -247,3 +248,22 @@ def test_cnn_preset_refuses_a_prior(tmp_path, faces_train):
     result = CliRunner().invoke(app, ["train", "--data", str(faces_train), "--out", str(tmp_path / "r"),
                                       "--preset", "cnn", "--epochs", "1"])
     assert result.exit_code != 0 and "--no-prior" in str(result.exception or result.output)
+
+
+def test_clean_epd_stage1_is_scored_with_the_epd_it_trains_with(faces_train, faces_val, tmp_path):
+    """--epd-from clean: LA-CLIP only ever sees normal-light faces, so stage 1 is scored (and its best epoch
+    picked) with the EPD made from the normal-light val face, not from the dark one it never saw."""
+    from lldif_edge.data import load_folder
+    from lldif_edge.lldif.train import predict_logits
+    from lldif_edge.lowlight import darken_many
+
+    rec = Recorder()
+    best = train(_config(faces_train, tmp_path, val=str(faces_val), epochs=1, stage="1", epd_from="clean"), rec)
+    model, _ = load_checkpoint(best)
+    val = load_folder(faces_val, model.cfg.classes, 48, 1)
+    dark = darken_many(val.images, 0)
+    scored = (predict_logits(model, dark, image_only_stage1=True, epd_images_u8=val.images).argmax(-1)
+              == val.labels).mean()
+    assert rec.records[0]["val_lowlight_acc"] == pytest.approx(scored)
+    from_dark = predict_logits(model, dark, image_only_stage1=True)  # the old, mismatched scoring
+    assert not np.allclose(from_dark, predict_logits(model, dark, image_only_stage1=True, epd_images_u8=val.images))

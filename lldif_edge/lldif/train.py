@@ -172,17 +172,20 @@ def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
 
 @torch.no_grad()
 def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_only_stage1: bool = False,
-                   tta: bool = False) -> np.ndarray:
-    """Logits for uint8 (N,H,W,C) images. `image_only_stage1`: EPD from LA-CLIP's own label guess."""
+                   tta: bool = False, epd_images_u8: np.ndarray | None = None) -> np.ndarray:
+    """Logits for uint8 (N,H,W,C) images. `image_only_stage1`: EPD from LA-CLIP's own label guess, made from
+    `epd_images_u8` (the same faces in normal light, for a model trained with --epd-from clean) or the images."""
     model.eval()
     out = []
     for i in range(0, len(images_u8), batch):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch]), model.cfg.in_chans)
-        views = [x, x.flip(-1)] if tta else [x]
+        epd_x = x if epd_images_u8 is None else to_model_input(torch.from_numpy(epd_images_u8[i:i + batch]),
+                                                               model.cfg.in_chans)
+        views = [(x, epd_x), (x.flip(-1), epd_x.flip(-1))] if tta else [(x, epd_x)]
         logits = 0
-        for v in views:
+        for v, e in views:
             if image_only_stage1 and model.cfg.prior:
-                logits = logits + model.llformer(v, model.teacher_epd(v, None)[0])
+                logits = logits + model.llformer(v, model.teacher_epd(e, None)[0])
             else:
                 logits = logits + model(v)
         out.append((logits / len(views)).float().numpy())
@@ -334,7 +337,12 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
                       "seconds": round(time.time() - t0, 1), "lr": lr}
             if rank == 0:
                 if val:
-                    logits = predict_logits(model, val["lowlight"], image_only_stage1=(phase == "s1"))
+                    # Stage 1 scores the model as it trains: with --epd-from clean the EPD comes from the normal-light
+                    # face (LA-CLIP never sees a dark one), so an EPD from the dark face would score a model nobody
+                    # trained and pick stage 2's starting weights by it.
+                    epd_images = val["normal"] if phase == "s1" and tc.epd_from == "clean" else None
+                    logits = predict_logits(model, val["lowlight"], image_only_stage1=(phase == "s1"),
+                                            epd_images_u8=epd_images)
                     record["val_lowlight_acc"] = float((logits.argmax(-1) == val["labels"]).mean())
                 acc = record.get("val_lowlight_acc", record["train_acc"])
                 state["history"].append(record)
