@@ -2,7 +2,8 @@
 # Reproduces the embedded default model, its --no-prior ablation and the plain-CNN baseline (MODEL_CARD.md),
 # all with the same budget: 12 + 10 epochs under one one-cycle LR schedule, the same learning rate and
 # augmentation (the --no-prior runs spend both stages' epochs in one phase). CPU only, about 50 min on 2 Intel
-# Xeon cores with AMX (bf16; the three runs go side by side, one thread each). Resumable: re-run with
+# Xeon cores with AMX (bf16; the three runs go side by side, one thread each); several hours on a CPU without
+# native bf16, where each step is FP32 (README, CPU notes). Resumable: re-run with
 # RESUME=--resume. ONLY="lldif noprior" trains a subset.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}

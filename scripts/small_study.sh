@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The small-preset recipe study of MODEL_CARD.md ("Small-preset study"): the base recipe's questions asked of a
+# model with half its widths (a quarter of its MACs), 10 epochs each (6 + 4 under one one-cycle LR), so that a
+# 2-core CPU without native bf16 answers them in about 30 min a pair: the learning rate, and whether the prior
+# beats its --no-prior ablation with the EPD made from the training view or from its normal-light twin.
+# Runs go two at a time, one thread each (JOBS=2). ONLY="..." runs a subset; SEED=N repeats them with another
+# initialisation and batch order (folders *_seedN); RESUME=--resume continues.
+set -euo pipefail
+DATA=${DATA:-../shared/data/fer2013}
+OUT=${OUT:-runs/exp}
+JOBS=${JOBS:-2}
+RESUME=${RESUME:-}
+SEED=${SEED:-0}
+SUFFIX=$([ "$SEED" = 0 ] || echo "_seed$SEED")
+ONLY=${ONLY:-noprior_lr5e-4 noprior_lr2e-3 lldif_view lldif_clean}
+mkdir -p "$OUT"
+common=(--data "$DATA/train" --val "$DATA/val" --preset small --epochs 6 --stage2-epochs 4 --darken-p 0.8
+        --threads 1 --seed "$SEED" $RESUME)
+declare -A extra=(
+  [noprior_lr5e-4]="--no-prior --lr 5e-4"
+  [noprior_lr2e-3]="--no-prior --lr 2e-3"
+  [lldif_view]="--lr 5e-4 --kl-weight 0.1"
+  [lldif_clean]="--lr 5e-4 --kl-weight 0.1 --epd-from clean"
+)
+running=0
+for run in $ONLY; do
+    # shellcheck disable=SC2086  # the extra flags are meant to split
+    lldif-edge train "${common[@]}" ${extra[$run]} --out "$OUT/small_$run$SUFFIX" > "$OUT/small_$run$SUFFIX.log" 2>&1 &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+done
+wait
