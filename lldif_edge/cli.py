@@ -50,6 +50,8 @@ def train(
     epd_from: str = typer.Option("view", help="The EPD's face in training: view (what the LLformer sees) | "
                                               "clean (its normal-light twin, privileged)"),
     kl_weight: float = typer.Option(1.0, help="Joint phase: weight of the KL to the frozen stage-1 model"),
+    dm_fraction: float = typer.Option(0.1, help="Share of stage-2 epochs that train only the sampler (at least "
+                                                "one); 0: none, the joint phase starts at once"),
     init: Path | None = typer.Option(None, help="Stage-1 checkpoint to start stage 2 from"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
@@ -69,6 +71,8 @@ def train(
         raise LldifError(f"--label-dropout must be in [0, 1], not {label_dropout}")
     if kl_weight < 0:
         raise LldifError(f"--kl-weight must be >= 0, not {kl_weight}")
+    if not 0 <= dm_fraction < 1:
+        raise LldifError(f"--dm-fraction must be in [0, 1), not {dm_fraction}")
     if epd_from not in ("view", "clean"):
         raise LldifError(f"--epd-from must be view or clean, not '{epd_from}'")
     if threads:
@@ -76,7 +80,7 @@ def train(
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, prior=not no_prior,
-        label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight,
+        label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight, dm_fraction=dm_fraction,
         seed=seed, val_seed=val_seed, bf16=bf16, resume=resume, init=str(init) if init else None,
     )
     best = run_training(tc, _RichReporter())

@@ -2,7 +2,8 @@
 # The small-preset recipe study of MODEL_CARD.md ("Small-preset study"): the base recipe's questions asked of a
 # model with half its widths (a quarter of its MACs), 10 epochs each (6 + 4 under one one-cycle LR), so that a
 # 2-core CPU without native bf16 answers them in about 30 min a pair: the learning rate, and whether the prior
-# beats its --no-prior ablation with the EPD made from the training view or from its normal-light twin.
+# beats its --no-prior ablation with the EPD made from the training view or from its normal-light twin, and
+# without the sampler-only (dm) epoch that freezes the LLformer (lldif_view_nodm, run on its own).
 # Runs go two at a time, one thread each (JOBS=2). ONLY="..." runs a subset; SEED=N repeats them with another
 # initialisation and batch order (folders *_seedN); RESUME=--resume continues.
 set -euo pipefail
@@ -21,6 +22,7 @@ declare -A extra=(
   [noprior_lr2e-3]="--no-prior --lr 2e-3"
   [lldif_view]="--lr 5e-4 --kl-weight 0.1"
   [lldif_clean]="--lr 5e-4 --kl-weight 0.1 --epd-from clean"
+  [lldif_view_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0"
 )
 running=0
 for run in $ONLY; do

@@ -57,6 +57,8 @@ def test_plan_phases():
     assert plan_phases(tc) == [("s1", 10), ("dm", 1), ("joint", 5)]
     tc.stage, tc.dm_fraction = "2", 0.3
     assert plan_phases(tc) == [("dm", 2), ("joint", 4)]
+    tc.stage, tc.dm_fraction = "all", 0.0
+    assert plan_phases(tc) == [("s1", 10), ("joint", 6)]  # no sampler-only epoch
     tc.stage, tc.prior = "all", False
     assert plan_phases(tc) == [("s1", 16)]  # the same budget in one phase: no prior for a stage 2 to train
     tc.stage = "2"
@@ -123,6 +125,18 @@ def test_no_prior_ablation_trains(faces_train, tmp_path):
     assert lrs[1] > lrs[2]  # one schedule: the third epoch continues the decay, no restart
     model, _ = load_checkpoint(best)
     assert model.cfg.prior is False
+
+
+def test_without_a_dm_epoch_the_joint_phase_starts_from_the_warm_started_sampler(faces_train, tmp_path, monkeypatch):
+    import lldif_edge.lldif.train as train_module
+
+    warm_starts = []
+    original = train_module.warm_start_condition_encoder
+    monkeypatch.setattr(train_module, "warm_start_condition_encoder",
+                        lambda model: warm_starts.append(1) or original(model))
+    rec = Recorder()
+    train(_config(faces_train, tmp_path, epochs=1, stage2_epochs=2, dm_fraction=0.0), rec)
+    assert [r["phase"] for r in rec.records] == ["s1", "joint", "joint"] and warm_starts == [1]
 
 
 def test_tiny_dataset_and_short_phases_train(tmp_path):

@@ -61,7 +61,9 @@ class TrainConfig:
     clip_weight: float = 0.5
     l1_weight: float = 1.0
     kl_weight: float = 1.0
-    dm_fraction: float = 0.1  # share of stage-2 epochs that train only the condition encoder + denoiser
+    # Share of stage-2 epochs that train only the condition encoder + denoiser, at least one; 0: none, the joint
+    # phase trains the sampler and the LLformer together from the start (the LLformer is frozen in a dm epoch).
+    dm_fraction: float = 0.1
     prior: bool = True
     seed: int = 0
     val_seed: int = 0
@@ -86,7 +88,7 @@ def plan_phases(tc: TrainConfig) -> list[tuple[str, int]]:
     phases = [("s1", tc.epochs)] if tc.stage in ("1", "all") else []
     if tc.stage in ("2", "all"):
         if tc.prior:
-            dm = max(1, round(e2 * tc.dm_fraction))
+            dm = max(1, round(e2 * tc.dm_fraction)) if tc.dm_fraction > 0 else 0
             phases += [("dm", dm), ("joint", max(0, e2 - dm))]
         else:
             phases += [("s2", e2)]
@@ -296,7 +298,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         total = steps_per_epoch * sum(n for _, n in phases)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, o=offset, t=total: one_cycle_factor(o + s, t))
         start_epoch = state["epoch_in_phase"] if pi == state["phase_index"] else 0
-        if phase == "dm" and start_epoch == 0:
+        if phase in ("dm", "joint") and phases[pi - 1][0] == "s1" and start_epoch == 0:  # stage 2 begins
             state["best_acc"] = -1.0  # a stage-1 score (image-only EPD) must not outrank the sampler's
             warm_start_condition_encoder(model)
         if resumed is not None and pi == resumed["phase_index"] and start_epoch > 0:
