@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The small-preset recipe study of MODEL_CARD.md ("Small-preset study"): the base recipe's questions asked of a
+# The small-preset recipe study of MODEL_CARD.md (section "Session 7"): the base recipe's questions asked of a
 # model with half its widths (a quarter of its MACs), 10 epochs each (6 + 4 under one one-cycle LR), so that a
 # 2-core CPU without native bf16 answers them in about 30 min a pair: the learning rate, and whether the prior
 # beats its --no-prior ablation with the EPD made from the training view or from its normal-light twin, and
