@@ -46,6 +46,8 @@ def train(
     lr: float = typer.Option(2e-3),
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
     no_prior: bool = typer.Option(False, "--no-prior", help="Ablation: the LLformer without the EPD"),
+    equalize: bool = typer.Option(False, "--equalize", help="Per-image histogram equalisation inside the model, "
+                                                            "before the standardisation (grayscale presets)"),
     label_dropout: float = typer.Option(1.0, help="Stage 1: share of EPDs made without the true label"),
     epd_from: str = typer.Option("view", help="The EPD's face in training: view (what the LLformer sees) | "
                                               "clean (its normal-light twin, privileged)"),
@@ -80,7 +82,7 @@ def train(
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, prior=not no_prior,
-        label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight, dm_fraction=dm_fraction,
+        equalize=equalize, label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight, dm_fraction=dm_fraction,
         seed=seed, val_seed=val_seed, bf16=bf16, resume=resume, init=str(init) if init else None,
     )
     best = run_training(tc, _RichReporter())

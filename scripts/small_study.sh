@@ -23,6 +23,8 @@ declare -A extra=(
   [lldif_view]="--lr 5e-4 --kl-weight 0.1"
   [lldif_clean]="--lr 5e-4 --kl-weight 0.1 --epd-from clean"
   [lldif_view_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0"
+  [noprior_eq]="--no-prior --lr 5e-4 --equalize"
+  [lldif_eq_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0 --equalize"
 )
 running=0
 for run in $ONLY; do

@@ -248,3 +248,19 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     rows = {b["backend"]: b for b in facts["backends"]}
     assert rows["onnxruntime"]["available"] and rows["torch"]["available"]
     assert not rows["tensorrt"]["available"] and rows["tensorrt"]["why_not"]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_equalizing_model_exports_and_agrees_with_torch(tmp_path_factory, backend):
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", equalize=True)).eval()
+    ckpt = save_checkpoint(model, tmp_path_factory.mktemp("eq") / "tiny_eq")
+    out = tmp_path_factory.mktemp("eqpkg") / "pkg"
+    export_package(ckpt, out)
+    faces, _ = synthetic_faces(12, seed=5)
+    faces = (faces.astype(np.float32) ** 2 / 255).astype(np.uint8)  # darker, with many tied levels
+    pipe = load_pipeline(out, backend=backend, **({"precision": "f32"} if backend == "openvino" else {}))
+    probs = pipe.predict(faces)
+    ref = torch_logits(ckpt, faces)
+    np.testing.assert_allclose(np.log(probs) - np.log(probs).mean(1, keepdims=True),
+                               ref - ref.mean(1, keepdims=True), atol=1e-3)

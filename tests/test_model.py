@@ -176,3 +176,40 @@ def test_cpu_features_reads_cpuinfo_flags(tmp_path, monkeypatch):
     from lldif_edge.lldif.train import cpu_has_native_bf16
 
     assert cpu_has_native_bf16()
+
+
+def test_equalize_ignores_any_order_keeping_brightness_curve():
+    from lldif_edge.lldif.model import ImageEqualize
+
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 80, (4, 1, 48, 48), generator=gen).float()
+    # A brightening, bending curve that keeps the order of grey levels (strictly increasing, no two merged).
+    ramp = torch.arange(80)
+    curve = (10 + ramp + ramp**2 // 60).float()
+    assert (curve[1:] > curve[:-1]).all() and curve.max() < 256
+    bright = curve[levels.long()]
+    eq = ImageEqualize()
+    a, b = eq((levels / 255).expand(-1, 3, -1, -1)), eq((bright / 255).expand(-1, 3, -1, -1))
+    assert a.shape == (4, 3, 48, 48)
+    torch.testing.assert_close(a, b)
+    assert 0 < a.min() and a.max() < 1 and abs(a.mean().item() - 0.5) < 1e-3  # mid-ranks average one half
+
+
+def test_equalize_export_path_gives_the_training_numbers(monkeypatch):
+    from lldif_edge.lldif.model import ImageEqualize
+
+    x = torch.round(_batch(3) ** 3 * 255) / 255  # dark, with ties
+    eq = ImageEqualize()
+    fast = eq(x)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    torch.testing.assert_close(eq(x), fast)
+
+
+def test_equalize_config_puts_it_first_in_every_image_graph():
+    from lldif_edge.lldif.model import ImageEqualize
+
+    model = build_model(preset_config("tiny", equalize=True))
+    for part in (model.llformer.stem, model.clip_image.features, model.cond_encoder.features):
+        assert isinstance(part[0], ImageEqualize)
+    assert not any(isinstance(m, ImageEqualize) for m in build_model(preset_config("tiny")).modules())
+    assert ModelConfig.from_dict(model.cfg.to_dict()).equalize is True

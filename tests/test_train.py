@@ -186,6 +186,17 @@ def test_stage2_alone_repeats_the_full_runs_stage2(trained, faces_train, faces_v
     assert [r["train_loss"] for r in rec.records] == pytest.approx([r["train_loss"] for r in stage2], rel=1e-4)
 
 
+def test_equalizing_run_keeps_it_in_the_checkpoint_and_an_old_init_refuses_it(trained, faces_train, tmp_path):
+    from lldif_edge.errors import LldifError
+
+    best = train(_config(faces_train, tmp_path / "eq", epochs=1, stage2_epochs=1, prior=False, equalize=True))
+    assert load_checkpoint(best)[0].cfg.equalize is True
+    out, _, _ = trained
+    with pytest.raises(LldifError, match="without --equalize"):
+        train(_config(faces_train, tmp_path / "s2", stage="2", epochs=6, equalize=True,
+                      init=str(out / "stage1.safetensors")))
+
+
 def test_stage2_without_stage1_is_a_user_error(faces_train, tmp_path):
     from lldif_edge.errors import LldifError
 

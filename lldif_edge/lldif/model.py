@@ -26,6 +26,43 @@ class ImageStandardize(nn.Module):
         return (x - mean) / torch.sqrt(var + 1e-4)
 
 
+class ImageEqualize(nn.Module):
+    """Per-image histogram equalisation of 8-bit grey levels: each pixel becomes its mid-rank, the share of the
+    image's pixels below its level plus half the share at it. Low light maps grey levels through an increasing
+    curve (gain and gamma, DESIGN section 2), which keeps their order, so a dark face and its normal-light twin
+    come out alike except for noise and the levels quantisation merged. Exported with Equal, ReduceMean,
+    CumSum and MatMul, which every runtime here runs; grayscale models only (it equalises the channel mean)."""
+
+    levels = 256
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("level_values", torch.arange(self.levels, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        grey = torch.round(x.float().mean(dim=1).reshape(-1, h * w) * (self.levels - 1))
+        if torch.onnx.is_in_onnx_export():
+            onehot = (grey.unsqueeze(-1) == self.level_values).float()  # (N, pixels, levels)
+            hist = onehot.mean(dim=1, keepdim=True)
+            mid_rank = hist.cumsum(-1) - hist / 2
+            out = (onehot @ mid_rank.transpose(1, 2)).squeeze(-1)
+        else:  # the same numbers by scatter and gather: 50x faster in training, but not in every runtime's op set
+            index = grey.long()
+            hist = torch.zeros(index.shape[0], self.levels, device=x.device).scatter_add_(
+                1, index, torch.ones_like(grey)) / (h * w)
+            out = (hist.cumsum(1) - hist / 2).gather(1, index)
+        out = out.reshape(-1, 1, h, w).expand(-1, c, -1, -1).to(x.dtype)
+        # Straight-through gradient: data-free calibration optimises pixels through the model, and the
+        # equalisation (a step function of them) has none; it is increasing, so the identity points the right way.
+        return out + (x - x.detach()) if x.requires_grad else out
+
+
+def image_input(equalize: bool) -> list[nn.Module]:
+    """The layers every image-taking sub-graph starts with."""
+    return ([ImageEqualize()] if equalize else []) + [ImageStandardize()]
+
+
 def conv_bn_act(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
@@ -45,9 +82,9 @@ class ResBlock(nn.Module):
 class ConvEncoder(nn.Module):
     """Small strided CNN -> global pool -> vector. The LA-CLIP image encoder and the condition encoder."""
 
-    def __init__(self, in_chans: int, channels: tuple[int, ...], out_dim: int):
+    def __init__(self, in_chans: int, channels: tuple[int, ...], out_dim: int, equalize: bool = False):
         super().__init__()
-        layers, cin = [ImageStandardize()], in_chans
+        layers, cin = image_input(equalize), in_chans
         for ch in channels:
             layers += [conv_bn_act(cin, ch, stride=2), conv_bn_act(ch, ch)]
             cin = ch
@@ -112,7 +149,7 @@ class LLformer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        layers, cin = [ImageStandardize()], cfg.in_chans
+        layers, cin = image_input(cfg.equalize), cfg.in_chans
         for i, (ch, n_blocks) in enumerate(zip(cfg.stem_channels, cfg.stem_blocks, strict=True)):
             layers.append(conv_bn_act(cin, ch, stride=1 if i == 0 else 2))
             layers += [ResBlock(ch) for _ in range(n_blocks)]
@@ -189,11 +226,11 @@ class LLDif(nn.Module):
         if not cfg.prior:
             return
         n_cls = len(cfg.classes)
-        self.clip_image = ConvEncoder(cfg.in_chans, cfg.encoder_channels, cfg.clip_dim)
+        self.clip_image = ConvEncoder(cfg.in_chans, cfg.encoder_channels, cfg.clip_dim, cfg.equalize)
         self.label_embed = nn.Parameter(torch.randn(n_cls, cfg.clip_dim) * 0.02)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.pnet = PNet(cfg.clip_dim, cfg.epd_dim)
-        self.cond_encoder = ConvEncoder(cfg.in_chans, cfg.encoder_channels, cfg.cond_dim)
+        self.cond_encoder = ConvEncoder(cfg.in_chans, cfg.encoder_channels, cfg.cond_dim, cfg.equalize)
         self.denoiser = Denoiser(cfg.epd_dim, cfg.cond_dim, cfg.denoiser_hidden)
         gen = torch.Generator().manual_seed(cfg.noise_seed)
         # The fixed start noise of the sampler: stored with the weights, so every backend agrees.

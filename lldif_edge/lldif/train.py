@@ -65,6 +65,7 @@ class TrainConfig:
     # phase trains the sampler and the LLformer together from the start (the LLformer is frozen in a dm epoch).
     dm_fraction: float = 0.1
     prior: bool = True
+    equalize: bool = False
     seed: int = 0
     val_seed: int = 0
     bf16: bool | None = None  # None: only where the CPU has native bf16 (AVX-512 BF16 or AMX)
@@ -243,13 +244,15 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         model, _ = load_checkpoint(tc.init)
         cfg = model.cfg
     else:
-        cfg = preset_config(tc.preset, prior=tc.prior)
+        cfg = preset_config(tc.preset, prior=tc.prior, equalize=tc.equalize)
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
     if cfg.prior and cfg.depth == 0:
         raise LldifError(f"preset '{tc.preset}' has no transformer blocks for the EPD to condition: add --no-prior")
     if cfg.prior != tc.prior:
         raise LldifError(f"--init {tc.init} has prior={cfg.prior}, but this run asks prior={tc.prior}")
+    if tc.equalize and not cfg.equalize:  # a checkpoint that equalises needs no flag to go on doing so
+        raise LldifError(f"--init {tc.init} was trained without --equalize; it cannot start equalising now")
     channels = 1 if cfg.grayscale else 3
     train_set = load_folder(tc.data, cfg.classes, cfg.input_size, channels)
     val = _val_sets(tc, cfg.classes, cfg.input_size, channels, train_set)
