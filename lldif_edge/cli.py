@@ -45,6 +45,7 @@ def train(
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3),
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
+    darken_warmup: int = typer.Option(0, help="Epochs over which that share ramps up from 0 (0: from the start)"),
     no_prior: bool = typer.Option(False, "--no-prior", help="Ablation: the LLformer without the EPD"),
     equalize: bool = typer.Option(False, "--equalize", help="Per-image histogram equalisation inside the model, "
                                                             "before the standardisation (grayscale presets)"),
@@ -69,6 +70,8 @@ def train(
 
     if stage not in ("1", "2", "all"):
         raise LldifError(f"--stage must be 1, 2 or all, not '{stage}'")
+    if darken_warmup < 0:
+        raise LldifError(f"--darken-warmup must be >= 0 epochs, not {darken_warmup}")
     if not 0 <= label_dropout <= 1:
         raise LldifError(f"--label-dropout must be in [0, 1], not {label_dropout}")
     if kl_weight < 0:
@@ -81,9 +84,10 @@ def train(
         torch.set_num_threads(threads)
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
-        stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, prior=not no_prior,
-        equalize=equalize, label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight, dm_fraction=dm_fraction,
-        seed=seed, val_seed=val_seed, bf16=bf16, resume=resume, init=str(init) if init else None,
+        stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, darken_warmup=darken_warmup,
+        prior=not no_prior, equalize=equalize, label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight,
+        dm_fraction=dm_fraction, seed=seed, val_seed=val_seed, bf16=bf16, resume=resume,
+        init=str(init) if init else None,
     )
     best = run_training(tc, _RichReporter())
     console.print(f"best checkpoint: {best}")
@@ -318,6 +322,7 @@ def distill(
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(1e-3, help="Start learning rate; cut 10x after an epoch that does not improve"),
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
+    darken_warmup: int = typer.Option(0, help="Epochs over which that share ramps up from 0 (0: from the start)"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),

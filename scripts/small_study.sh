@@ -25,6 +25,8 @@ declare -A extra=(
   [lldif_view_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0"
   [noprior_eq]="--no-prior --lr 5e-4 --equalize"
   [lldif_eq_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0 --equalize"
+  [noprior_warm]="--no-prior --lr 5e-4 --darken-warmup 2"
+  [noprior_eq_warm]="--no-prior --lr 5e-4 --equalize --darken-warmup 2"
 )
 running=0
 for run in $ONLY; do

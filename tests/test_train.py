@@ -197,6 +197,17 @@ def test_equalizing_run_keeps_it_in_the_checkpoint_and_an_old_init_refuses_it(tr
                       init=str(out / "stage1.safetensors")))
 
 
+def test_darkened_share_ramps_up_over_the_warmup_epochs(faces_train, tmp_path):
+    from lldif_edge.lldif.train import darken_share
+
+    tc = _config(faces_train, tmp_path, darken_p=0.8, darken_warmup=2)
+    assert [darken_share(tc, e) for e in range(4)] == pytest.approx([0.0, 0.4, 0.8, 0.8])
+    assert darken_share(_config(faces_train, tmp_path, darken_p=0.8), 0) == 0.8
+    rec = Recorder()
+    train(_config(faces_train, tmp_path, epochs=2, stage2_epochs=1, prior=False, darken_warmup=2), rec)
+    assert [r["darken_p"] for r in rec.records] == pytest.approx([0.0, 0.25, 0.5])
+
+
 def test_stage2_without_stage1_is_a_user_error(faces_train, tmp_path):
     from lldif_edge.errors import LldifError
 

@@ -51,6 +51,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     darken_p: float = 0.9
+    # Epochs over which the darkened share ramps up from 0 to darken_p (0: none). Mostly dark batches from the
+    # start held the models at the majority class for the first two epochs (model card).
+    darken_warmup: int = 0
     # 1.0: the stage-1 EPD never sees the true label (LA-CLIP's own guess stands in), so the LLformer cannot
     # read the answer off it; it carries what LA-CLIP makes of the face instead.
     label_dropout: float = 1.0
@@ -106,6 +109,13 @@ def one_cycle_factor(step: int, total: int, warmup_share: float = 0.1, start: fl
         return start + (1 - start) * (1 - math.cos(math.pi * step / warm)) / 2
     t = min(1.0, (step - warm) / max(1, total - warm))
     return end + (1 - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def darken_share(tc: TrainConfig, global_epoch: int) -> float:
+    """The share of training images darkened in this epoch: a linear ramp from 0 over --darken-warmup epochs."""
+    if tc.darken_warmup <= 0:
+        return tc.darken_p
+    return tc.darken_p * min(1.0, global_epoch / tc.darken_warmup)
 
 
 class Objective(nn.Module):
@@ -318,9 +328,10 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
                 reporter.start_epoch(phase, epoch + 1, n_epochs, steps_per_epoch)
             t0, seen, correct, loss_sum, l1_sum = time.time(), 0, 0, 0.0, 0.0
             lr = sched.get_last_lr()[0]  # at the epoch's start
+            darken_p = darken_share(tc, global_epoch)
             for s in range(steps_per_epoch):
                 idx = mine[s * per_rank:(s + 1) * per_rank]
-                x, clean = augment_pair(train_x[idx], cfg.in_chans, gen, tc.darken_p)
+                x, clean = augment_pair(train_x[idx], cfg.in_chans, gen, darken_p)
                 x = x.contiguous(memory_format=torch.channels_last)
                 clean = clean.contiguous(memory_format=torch.channels_last)
                 y = train_y[idx]
@@ -339,7 +350,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
                     reporter.step(loss_sum / seen, correct / seen)
             record = {"phase": phase, "epoch": epoch + 1, "global_epoch": global_epoch + 1,
                       "train_loss": loss_sum / seen, "train_acc": correct / seen, "epd_l1": l1_sum / seen,
-                      "seconds": round(time.time() - t0, 1), "lr": lr}
+                      "seconds": round(time.time() - t0, 1), "lr": lr, "darken_p": darken_p}
             if rank == 0:
                 if val:
                     # Stage 1 scores the model as it trains: with --epd-from clean the EPD comes from the normal-light
