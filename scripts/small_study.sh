@@ -27,6 +27,7 @@ declare -A extra=(
   [lldif_eq_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0 --equalize"
   [noprior_warm]="--no-prior --lr 5e-4 --darken-warmup 2"
   [noprior_eq_warm]="--no-prior --lr 5e-4 --equalize --darken-warmup 2"
+  [lldif_warm_nodm]="--lr 5e-4 --kl-weight 0.1 --dm-fraction 0 --darken-warmup 2"
 )
 running=0
 for run in $ONLY; do
