@@ -322,7 +322,6 @@ def distill(
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(1e-3, help="Start learning rate; cut 10x after an epoch that does not improve"),
     darken_p: float = typer.Option(0.9, help="Share of training images darkened on the fly"),
-    darken_warmup: int = typer.Option(0, help="Epochs over which that share ramps up from 0 (0: from the start)"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),

@@ -117,7 +117,7 @@ def test_eval_missing_data_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("option, value", [("--kl-weight", "-1"), ("--label-dropout", "1.5"),
                                            ("--epd-from", "label"), ("--stage", "3"),
-                                           ("--dm-fraction", "1")])
+                                           ("--dm-fraction", "1"), ("--darken-warmup", "-1")])
 def test_train_rejects_bad_settings_by_name(monkeypatch, capsys, tmp_path, option, value):
     pytest.importorskip("torch")
     code, err = _main(monkeypatch, capsys, "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),

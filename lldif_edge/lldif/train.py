@@ -51,8 +51,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     darken_p: float = 0.9
-    # Epochs over which the darkened share ramps up from 0 to darken_p (0: none). Mostly dark batches from the
-    # start held the models at the majority class for the first two epochs (model card).
+    # Epochs over which the darkened share ramps up from 0 to darken_p (0: none). Dark batches slow the start
+    # (scripts/early_probe.py); a 2-epoch ramp gave the small ablation +0.8 points over two seeds (model card).
     darken_warmup: int = 0
     # 1.0: the stage-1 EPD never sees the true label (LA-CLIP's own guess stands in), so the LLformer cannot
     # read the answer off it; it carries what LA-CLIP makes of the face instead.
