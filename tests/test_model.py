@@ -213,3 +213,7 @@ def test_equalize_config_puts_it_first_in_every_image_graph():
         assert isinstance(part[0], ImageEqualize)
     assert not any(isinstance(m, ImageEqualize) for m in build_model(preset_config("tiny")).modules())
     assert ModelConfig.from_dict(model.cfg.to_dict()).equalize is True
+    from lldif_edge.errors import LldifError
+
+    with pytest.raises(LldifError, match="grayscale"):
+        build_model(preset_config("tiny", equalize=True, grayscale=False))

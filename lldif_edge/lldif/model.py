@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lldif_edge.errors import LldifError
 from lldif_edge.lldif.config import ModelConfig
 from lldif_edge.lldif.diffusion import ddim_sample, ddim_timesteps, linear_alphas_cumprod
 
@@ -40,7 +41,7 @@ class ImageEqualize(nn.Module):
         self.register_buffer("level_values", torch.arange(self.levels, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         grey = torch.round(x.float().mean(dim=1).reshape(-1, h * w) * (self.levels - 1))
         if torch.onnx.is_in_onnx_export():
             onehot = (grey.unsqueeze(-1) == self.level_values).float()  # (N, pixels, levels)
@@ -221,6 +222,8 @@ class Denoiser(nn.Module):
 class LLDif(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.equalize and not cfg.grayscale:  # ImageEqualize works on the channel mean: colour would be lost
+            raise LldifError("equalize needs a grayscale model (ModelConfig.grayscale); this one is in colour")
         self.cfg = cfg
         self.llformer = LLformer(cfg)
         if not cfg.prior:
