@@ -7,22 +7,20 @@ DATA=${DATA:-../shared/data/fer2013}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-build/default}
 K=${K:-1}
+SPEED=${SPEED:-1}  # 0: skip section 4 (benchmarks of another machine stay valid for the same architecture)
 W=lldif_edge/weights
 mkdir -p "$OUT" "$W"
 ev() { lldif-edge eval --data "$DATA/val" --exclude "$DATA/train" --json "$@"; }
 
-# 1. the two-stage model and the ablation, low light (val darkened with seed 0, duplicates of train dropped)
-ev --model "$RUNS/lldif" --darken --confusion "$OUT/confusion_lowlight.png" > "$OUT/eval_lldif_lowlight.json"
-ev --model "$RUNS/lldif" > "$OUT/eval_lldif_normal.json"
-ev --model "$RUNS/noprior" --darken > "$OUT/eval_noprior_lowlight.json"
-ev --model "$RUNS/noprior" > "$OUT/eval_noprior_normal.json"
-ev --model "$RUNS/cnn" --darken > "$OUT/eval_cnn_lowlight.json"
-ev --model "$RUNS/cnn" > "$OUT/eval_cnn_normal.json"
-# two more darkening draws of the same faces (draw 0 picked the best epochs)
-for seed in 1 2; do
-  for run in lldif noprior cnn; do
-    ev --model "$RUNS/$run" --darken --seed "$seed" > "$OUT/eval_${run}_lowlight_seed$seed.json"
-  done
+# the runs of train_default.sh that are here (ONLY= may have trained a subset); LLDif is needed
+runs=$(for run in lldif noprior cnn; do if [ -e "$RUNS/$run/best.safetensors" ]; then echo "$run"; fi; done)
+echo "runs: $runs"
+# 1. the two-stage model and the baselines, low light (val darkened with seed 0, duplicates of train dropped),
+# normal light, and two more darkening draws of the same faces (draw 0 picked the best epochs)
+for run in $runs; do
+  ev --model "$RUNS/$run" --darken --confusion "$OUT/confusion_${run}_lowlight.png" > "$OUT/eval_${run}_lowlight.json"
+  ev --model "$RUNS/$run" > "$OUT/eval_${run}_normal.json"
+  for seed in 1 2; do ev --model "$RUNS/$run" --darken --seed "$seed" > "$OUT/eval_${run}_lowlight_seed$seed.json"; done
 done
 
 # 2. sampler distillation to K=1 and K=2 (one epoch each, side by side)
@@ -39,7 +37,7 @@ ev > "$OUT/eval_default_normal.json"
 rm -rf "$OUT/val_dark" && lldif-edge darken "$DATA/val" "$OUT/val_dark" --exclude "$DATA/train"
 lldif-edge eval --data "$OUT/val_dark" --json > "$OUT/eval_default_val_dark.json"
 for seed in 1 2; do ev --darken --seed "$seed" > "$OUT/eval_default_lowlight_seed$seed.json"; done
-for run in lldif noprior cnn; do  # the fourth draw: the per-file darkening of `lldif-edge darken`
+for run in $runs; do  # the fourth draw: the per-file darkening of `lldif-edge darken`
   lldif-edge eval --data "$OUT/val_dark" --model "$RUNS/$run" --json > "$OUT/eval_${run}_val_dark.json"
 done
 cp "$OUT/confusion_default_lowlight.png" docs/confusion_default_lowlight.png
@@ -59,6 +57,7 @@ lldif-edge eval --package "$OUT/int8_real" --data "$DATA/val" --exclude "$DATA/t
   > "$OUT/eval_int8_real_package.json"
 lldif-edge eval --package "$OUT/int8_real" --data "$OUT/val_dark" --json > "$OUT/eval_int8_real_val_dark.json"
 
+[ "$SPEED" = 1 ] || exit 0
 # 4. speed: every backend, FP32 and INT8 side by side, with the torch S-step teacher; then the live loop
 lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" --backend all --runs 1000 --rounds 10 --chart "$OUT/bench.png" \
   --json > "$OUT/bench.json"
