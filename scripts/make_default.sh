@@ -6,7 +6,8 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-build/default}
-K=${K:-1}
+K=${K:-1}    # the step count that ships
+KS=${KS:-1 2}  # the step counts distilled (K must be one of them)
 SPEED=${SPEED:-1}  # 0: skip section 4 (benchmarks of another machine stay valid for the same architecture)
 W=lldif_edge/weights
 mkdir -p "$OUT" "$W"
@@ -24,11 +25,12 @@ for run in $runs; do
   for seed in 1 2; do ev --model "$RUNS/$run" --darken --seed "$seed" > "$OUT/eval_${run}_lowlight_seed$seed.json"; done
 done
 
-# 2. sampler distillation to K=1 and K=2 (one epoch each, side by side)
-lldif-edge distill --model "$RUNS/lldif" --steps 1 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
-  --threads 1 --out "$RUNS/student_k1" > "$OUT/distill_k1.log" 2>&1 &
-lldif-edge distill --model "$RUNS/lldif" --steps 2 --data "$DATA/train" --val "$DATA/val" --epochs 1 \
-  --threads 1 --out "$RUNS/student_k2" > "$OUT/distill_k2.log" 2>&1 &
+# 2. sampler distillation, one epoch per step count in KS (side by side, one thread each; alone, two threads)
+threads=$([ "$(wc -w <<< "$KS")" -gt 1 ] && echo 1 || echo 2)
+for k in $KS; do
+  lldif-edge distill --model "$RUNS/lldif" --steps "$k" --data "$DATA/train" --val "$DATA/val" --epochs 1 \
+    --threads "$threads" --out "$RUNS/student_k$k" > "$OUT/distill_k$k.log" 2>&1 &
+done
 wait
 cp "$RUNS/student_k$K.safetensors" "$W/default.safetensors"
 cp "$RUNS/student_k$K.json" "$W/default.json"
