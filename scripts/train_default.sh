@@ -2,8 +2,8 @@
 # Reproduces the embedded default model, its --no-prior ablation and the plain-CNN baseline (MODEL_CARD.md),
 # all with the same budget: 12 + 10 epochs under one one-cycle LR schedule, the same learning rate and
 # augmentation (the --no-prior runs spend both stages' epochs in one phase). CPU only, about 50 min on 2 Intel
-# Xeon cores with AMX (bf16; the three runs go side by side, one thread each); several hours on a CPU without
-# native bf16, where each step is FP32 (README, CPU notes). Resumable: re-run with
+# Xeon cores with AMX (bf16; the three runs go side by side, one thread each). On a 2-core AVX2 EPYC (FP32)
+# each run had both cores (ONLY=run THREADS=2): LLDif 80 min, the ablation 68 (README, CPU notes). Resumable: re-run with
 # RESUME=--resume. ONLY="lldif noprior" trains a subset; THREADS=2 gives a run both cores (with ONLY= one run).
 # Since session 9 every run ramps the darkened share up over the first two epochs (--darken-warmup 2) and LLDif
 # has no sampler-only epoch (--dm-fraction 0), the small-preset findings of MODEL_CARD.md; WARMUP=0 DM=0.1 is
