@@ -25,7 +25,9 @@ common=(--data "$DATA/train" --val "$DATA/val" --epochs "$EPOCHS" --stage2-epoch
         --darken-warmup "$WARMUP" --threads "$THREADS" $RESUME)
 declare -A extra=([lldif]="--preset base --kl-weight 0.1 --dm-fraction $DM" [noprior]="--preset base --no-prior" [cnn]="--preset cnn --no-prior")
 for run in $ONLY; do
+    log="$OUT/$run.log"
+    [ -n "$RESUME" ] || : > "$log"  # a resumed run appends: the log keeps every epoch's JSON line
     # shellcheck disable=SC2086  # the extra flags are meant to split
-    lldif-edge train "${common[@]}" ${extra[$run]} --out "$OUT/$run" > "$OUT/$run.log" 2>&1 &
+    lldif-edge train "${common[@]}" ${extra[$run]} --out "$OUT/$run" >> "$log" 2>&1 &
 done
 wait
