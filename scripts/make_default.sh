@@ -15,6 +15,7 @@ ev() { lldif-edge eval --data "$DATA/val" --exclude "$DATA/train" --json "$@"; }
 
 # the runs of train_default.sh that are here (ONLY= may have trained a subset); LLDif is needed
 [ -e "$RUNS/lldif/best.safetensors" ] || { echo "make_default.sh: no $RUNS/lldif/best.safetensors: run scripts/train_default.sh first" >&2; exit 1; }
+case " $KS " in *" $K "*) ;; *) echo "make_default.sh: K=$K is not among the distilled step counts KS=\"$KS\"" >&2; exit 1;; esac
 runs=$(for run in lldif noprior cnn; do if [ -e "$RUNS/$run/best.safetensors" ]; then echo "$run"; fi; done)
 echo "runs: $runs"
 # 1. the two-stage model and the baselines, low light (val darkened with seed 0, duplicates of train dropped),
