@@ -27,7 +27,7 @@ for run in $runs; do
 done
 
 # 2. sampler distillation, one epoch per step count in KS (side by side, one thread each; alone, two threads)
-threads=$([ "$(wc -w <<< "$KS")" -gt 1 ] && echo 1 || echo 2)
+threads=$(( $(wc -w <<< "$KS") > 1 ? 1 : 2 ))
 for k in $KS; do
   lldif-edge distill --model "$RUNS/lldif" --steps "$k" --data "$DATA/train" --val "$DATA/val" --epochs 1 \
     --threads "$threads" --out "$RUNS/student_k$k" > "$OUT/distill_k$k.log" 2>&1 &

@@ -3,11 +3,11 @@
 # all with the same budget: 12 + 10 epochs under one one-cycle LR schedule, the same learning rate and
 # augmentation (the --no-prior runs spend both stages' epochs in one phase). CPU only, about 50 min on 2 Intel
 # Xeon cores with AMX (bf16; the three runs go side by side, one thread each). On a 2-core AVX2 EPYC (FP32)
-# each run had both cores (ONLY=run THREADS=2): LLDif 80 min, the ablation 68 (README, CPU notes). Resumable: re-run with
+# each run had both cores (ONLY=run THREADS=2): LLDif 80 min, the ablation 69 (README, CPU notes). Resumable: re-run with
 # RESUME=--resume. ONLY="lldif noprior" trains a subset; THREADS=2 gives a run both cores (with ONLY= one run).
 # Since session 9 every run ramps the darkened share up over the first two epochs (--darken-warmup 2) and LLDif
-# has no sampler-only epoch (--dm-fraction 0), the small-preset findings of MODEL_CARD.md; WARMUP=0 DM=0.1 is
-# session 6's recipe, which made the shipped model and the ablation and CNN rows of the card.
+# has no sampler-only epoch (--dm-fraction 0), the small-preset findings of MODEL_CARD.md: this recipe made the
+# shipped model (session 9) and its ablation (session 10). WARMUP=0 DM=0.1 is session 6's recipe (its rows in the card).
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 OUT=${OUT:-runs}
@@ -20,7 +20,7 @@ DM=${DM:-0}
 ONLY=${ONLY:-lldif noprior cnn}
 mkdir -p "$OUT"
 # lr 5e-4 for all: at 1e-3 the ablation fell back to the majority class for two epochs, and the CNN for four.
-# LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 %; 55.39 at 1.0, 55.75 at 0 (MODEL_CARD.md).
+# LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 %; 55.39 at 1.0, 55.75 at 0 (session 6).
 common=(--data "$DATA/train" --val "$DATA/val" --epochs "$EPOCHS" --stage2-epochs "$STAGE2" --lr 5e-4 --darken-p 0.8
         --darken-warmup "$WARMUP" --threads "$THREADS" $RESUME)
 declare -A extra=([lldif]="--preset base --kl-weight 0.1 --dm-fraction $DM" [noprior]="--preset base --no-prior" [cnn]="--preset cnn --no-prior")
