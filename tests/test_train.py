@@ -173,6 +173,58 @@ def test_resume_after_stage1_continues_with_stage2(faces_train, tmp_path):
     assert len(torch.load(tmp_path / "last.pt", weights_only=True)["history"]) == 4
 
 
+class Interrupt(Exception):
+    pass
+
+
+class StopBefore(Recorder):
+    """Stops the run as the epoch after `epochs` begins: the last epoch's resume state is on disk by then."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def start_epoch(self, phase: str, epoch: int, total_epochs: int, steps: int) -> None:
+        if len(self.records) == self.epochs:
+            raise Interrupt
+
+
+@pytest.mark.parametrize(("prior", "stop_after"), [(False, 2), (True, 4)])
+def test_a_run_resumed_mid_phase_repeats_the_uninterrupted_run(faces_train, faces_val, tmp_path, prior, stop_after):
+    """Stopped inside a phase (after validation, which puts the model in eval mode) and resumed, a run must
+    train exactly as if never stopped: same weights, optimizer, LR schedule, BatchNorm mode and seeds."""
+    torch.set_num_threads(1)
+    kw = dict(val=str(faces_val), epochs=3, stage2_epochs=3, prior=prior, dm_fraction=0.0)
+    whole = Recorder()
+    train(_config(faces_train, tmp_path / "whole", **kw), whole)
+    first = StopBefore(stop_after)
+    with pytest.raises(Interrupt):
+        train(_config(faces_train, tmp_path / "split", **kw), first)
+    rest = Recorder()
+    train(_config(faces_train, tmp_path / "split", resume=True, **kw), rest)
+    assert len(first.records) == stop_after and len(whole.records) == 6
+    keys = ("phase", "global_epoch", "lr", "train_loss", "val_lowlight_acc")
+    assert [[r[k] for k in keys] for r in first.records + rest.records] == [[r[k] for k in keys] for r in whole.records]
+
+
+def test_every_training_step_runs_in_train_mode(faces_train, faces_val, tmp_path, monkeypatch):
+    """Validation switches the model to eval mode; each epoch must switch it back (BatchNorm, dropout)."""
+    import lldif_edge.lldif.train as train_module
+
+    modes = []
+    original = train_module.set_phase
+
+    def set_phase(model, phase):  # the first call sees the model train() will use: watch its classifier
+        if not model.llformer._forward_pre_hooks:
+            model.llformer.register_forward_pre_hook(
+                lambda module, args: modes.append(module.training) if torch.is_grad_enabled() else None)
+        return original(model, phase)
+
+    monkeypatch.setattr(train_module, "set_phase", set_phase)
+    train(_config(faces_train, tmp_path, val=str(faces_val), epochs=3, stage2_epochs=0, prior=False), Recorder())
+    assert len(modes) == 3 * (7 * 24 // 16) and all(modes)
+
+
 def test_stage2_alone_repeats_the_full_runs_stage2(trained, faces_train, faces_val, tmp_path):
     """`--stage 2 --init stage1` continues the full plan's LR schedule and seeds: the same epochs as `--stage all`."""
     out, _, full = trained

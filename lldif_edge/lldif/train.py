@@ -164,9 +164,18 @@ def frozen_parts(model: LLDif, phase: str) -> list[nn.Module]:
     return parts + [model.llformer] if phase == "dm" else parts
 
 
-def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
-    """Freeze what this phase must not change (eval mode too, so BatchNorm statistics stay put)."""
+def train_mode(model: LLDif, phase: str) -> None:
+    """Train mode, with the phase's frozen parts in eval mode so their BatchNorm statistics stay put. Called before
+    every epoch: validation leaves the model in eval mode (until session 11 the epochs after the first trained
+    that way, with BatchNorm frozen at its first-epoch statistics and no dropout)."""
     model.train()
+    for part in frozen_parts(model, phase):
+        part.eval()
+
+
+def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
+    """Freeze what this phase must not change; returns the parameters it trains."""
+    train_mode(model, phase)
     for p in model.parameters():
         p.requires_grad_(True)
     frozen = frozen_parts(model, phase)
@@ -174,7 +183,6 @@ def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
         model.label_embed.requires_grad_(False)
         model.logit_scale.requires_grad_(False)
     for part in frozen:
-        part.eval()
         for p in part.parameters():
             p.requires_grad_(False)
     if model.cfg.prior and phase == "s1":  # the sampler is not trained in stage 1
@@ -324,6 +332,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
             perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(tc.seed + global_epoch))
             per_rank = tc.batch_size // world
             mine = perm[rank::world][: steps_per_epoch * per_rank]
+            train_mode(model, phase)
             if rank == 0:
                 reporter.start_epoch(phase, epoch + 1, n_epochs, steps_per_epoch)
             t0, seen, correct, loss_sum, l1_sum = time.time(), 0, 0, 0.0, 0.0
