@@ -212,15 +212,15 @@ def test_every_training_step_runs_in_train_mode(faces_train, faces_val, tmp_path
     import lldif_edge.lldif.train as train_module
 
     modes = []
-    original = train_module.set_phase
+    build_model = train_module.build_model
 
-    def set_phase(model, phase):  # the first call sees the model train() will use: watch its classifier
-        if not model.llformer._forward_pre_hooks:
-            model.llformer.register_forward_pre_hook(
-                lambda module, args: modes.append(module.training) if torch.is_grad_enabled() else None)
-        return original(model, phase)
+    def build_watched_model(cfg):  # records the classifier's mode at every forward pass that trains
+        model = build_model(cfg)
+        model.llformer.register_forward_pre_hook(
+            lambda module, args: modes.append(module.training) if torch.is_grad_enabled() else None)
+        return model
 
-    monkeypatch.setattr(train_module, "set_phase", set_phase)
+    monkeypatch.setattr(train_module, "build_model", build_watched_model)
     train(_config(faces_train, tmp_path, val=str(faces_val), epochs=3, stage2_epochs=0, prior=False), Recorder())
     assert len(modes) == 3 * (7 * 24 // 16) and all(modes)
 

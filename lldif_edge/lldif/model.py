@@ -8,6 +8,8 @@ and the model itself removes the global brightness and contrast that low light t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -296,6 +298,20 @@ def inference_parameters(model: LLDif) -> int:
 
 
 @torch.no_grad()
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; afterwards every submodule is back in its own mode. Not model.train(was): a
+    training phase keeps its frozen parts in eval mode. (Until session 11 validation left the model in eval mode,
+    so every epoch after the first trained with BatchNorm frozen and no dropout.)"""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def count_macs(model: LLDif) -> int:
     """Multiply-accumulates of one inference on one face (conv, linear and attention matmuls)."""
     cfg = model.cfg
@@ -322,10 +338,8 @@ def count_macs(model: LLDif) -> int:
             hooks.append(m.register_forward_hook(linear_hook))
         elif isinstance(m, Attention):
             hooks.append(m.register_forward_hook(attn_hook))
-    was_training = model.training
-    model.eval()
-    model(torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size))
-    model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        model(torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size))
     for h in hooks:
         h.remove()
     return total

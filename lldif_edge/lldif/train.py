@@ -31,7 +31,7 @@ from lldif_edge.errors import LldifError
 from lldif_edge.lldif.augment import augment_pair, to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint, load_resume_state, save_checkpoint
 from lldif_edge.lldif.config import preset_config
-from lldif_edge.lldif.model import LLDif, build_model, count_macs, inference_parameters
+from lldif_edge.lldif.model import LLDif, build_model, count_macs, eval_mode, inference_parameters
 from lldif_edge.lowlight import darken_many
 
 log = logging.getLogger(__name__)
@@ -164,18 +164,9 @@ def frozen_parts(model: LLDif, phase: str) -> list[nn.Module]:
     return parts + [model.llformer] if phase == "dm" else parts
 
 
-def train_mode(model: LLDif, phase: str) -> None:
-    """Train mode, with the phase's frozen parts in eval mode so their BatchNorm statistics stay put. Called before
-    every epoch: validation leaves the model in eval mode (until session 11 the epochs after the first trained
-    that way, with BatchNorm frozen at its first-epoch statistics and no dropout)."""
-    model.train()
-    for part in frozen_parts(model, phase):
-        part.eval()
-
-
 def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
-    """Freeze what this phase must not change; returns the parameters it trains."""
-    train_mode(model, phase)
+    """Freeze what this phase must not change (eval mode too, so BatchNorm statistics stay put)."""
+    model.train()
     for p in model.parameters():
         p.requires_grad_(True)
     frozen = frozen_parts(model, phase)
@@ -183,6 +174,7 @@ def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
         model.label_embed.requires_grad_(False)
         model.logit_scale.requires_grad_(False)
     for part in frozen:
+        part.eval()
         for p in part.parameters():
             p.requires_grad_(False)
     if model.cfg.prior and phase == "s1":  # the sampler is not trained in stage 1
@@ -196,20 +188,20 @@ def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_
                    tta: bool = False, epd_images_u8: np.ndarray | None = None) -> np.ndarray:
     """Logits for uint8 (N,H,W,C) images. `image_only_stage1`: EPD from LA-CLIP's own label guess, made from
     `epd_images_u8` (the same faces in normal light, for a model trained with --epd-from clean) or the images."""
-    model.eval()
     out = []
-    for i in range(0, len(images_u8), batch):
-        x = to_model_input(torch.from_numpy(images_u8[i:i + batch]), model.cfg.in_chans)
-        epd_x = x if epd_images_u8 is None else to_model_input(torch.from_numpy(epd_images_u8[i:i + batch]),
-                                                               model.cfg.in_chans)
-        views = [(x, epd_x), (x.flip(-1), epd_x.flip(-1))] if tta else [(x, epd_x)]
-        logits = 0
-        for v, e in views:
-            if image_only_stage1 and model.cfg.prior:
-                logits = logits + model.llformer(v, model.teacher_epd(e, None)[0])
-            else:
-                logits = logits + model(v)
-        out.append((logits / len(views)).float().numpy())
+    with eval_mode(model):  # then back to the caller's modes: a training run goes on training
+        for i in range(0, len(images_u8), batch):
+            x = to_model_input(torch.from_numpy(images_u8[i:i + batch]), model.cfg.in_chans)
+            epd_x = x if epd_images_u8 is None else to_model_input(torch.from_numpy(epd_images_u8[i:i + batch]),
+                                                                   model.cfg.in_chans)
+            views = [(x, epd_x), (x.flip(-1), epd_x.flip(-1))] if tta else [(x, epd_x)]
+            logits = 0
+            for v, e in views:
+                if image_only_stage1 and model.cfg.prior:
+                    logits = logits + model.llformer(v, model.teacher_epd(e, None)[0])
+                else:
+                    logits = logits + model(v)
+            out.append((logits / len(views)).float().numpy())
     return np.concatenate(out)
 
 
@@ -332,7 +324,6 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
             perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(tc.seed + global_epoch))
             per_rank = tc.batch_size // world
             mine = perm[rank::world][: steps_per_epoch * per_rank]
-            train_mode(model, phase)
             if rank == 0:
                 reporter.start_epoch(phase, epoch + 1, n_epochs, steps_per_epoch)
             t0, seen, correct, loss_sum, l1_sum = time.time(), 0, 0, 0.0, 0.0
