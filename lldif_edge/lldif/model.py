@@ -297,7 +297,6 @@ def inference_parameters(model: LLDif) -> int:
     return sum(count_parameters(p) for p in parts)
 
 
-@torch.no_grad()
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode inside the block; afterwards every submodule is back in its own mode. Not model.train(was): a
@@ -312,6 +311,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@torch.no_grad()
 def count_macs(model: LLDif) -> int:
     """Multiply-accumulates of one inference on one face (conv, linear and attention matmuls)."""
     cfg = model.cfg
@@ -338,7 +338,7 @@ def count_macs(model: LLDif) -> int:
             hooks.append(m.register_forward_hook(linear_hook))
         elif isinstance(m, Attention):
             hooks.append(m.register_forward_hook(attn_hook))
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model):
         model(torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size))
     for h in hooks:
         h.remove()
