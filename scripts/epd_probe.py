@@ -29,6 +29,7 @@ from lldif_edge.lldif.augment import to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint
 from lldif_edge.lldif.model import eval_mode
 from lldif_edge.lowlight import darken_many
+from lldif_edge.metrics import classification_report
 
 
 @torch.no_grad()
@@ -76,9 +77,10 @@ def main() -> None:
                         "shuffled": sampled[perm], "mean": sampled.mean(0, keepdim=True).expand_as(sampled)}
             if light == "dark":
                 variants["sampled_from_normal"] = sampled_normal
-            results[light] = {name: round(100 * float((llformer_logits(model, images, epd).argmax(-1)
-                                                        == val.labels).mean()), 2)
-                              for name, epd in variants.items()}
+            results[light] = {}
+            for name, epd in variants.items():
+                preds = llformer_logits(model, images, epd).argmax(-1)
+                results[light][name] = round(100 * classification_report(val.labels, preds, cfg.classes)["accuracy"], 2)
             print(light, results[light], flush=True)
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "faces": len(normal), "accuracy": results}))
