@@ -25,6 +25,7 @@ mkdir -p "$OUT"
 # lr 5e-4 for all: at 1e-3 the ablation fell back to the majority class for two epochs, and the CNN for four.
 # LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 %; 55.39 at 1.0, 55.75 at 0 (session 6).
 # Both were measured before session 11, when every epoch after the first trained in eval mode (docs/model_history.md).
+# With the fix, stage 2 alone from the same stage 1 (session 13): 58.35 % over four darkening draws at 0.1, 58.45 at 0.
 common=(--data "$DATA/train" --val "$DATA/val" --epochs "$EPOCHS" --stage2-epochs "$STAGE2" --lr 5e-4 --darken-p 0.8
         --darken-warmup "$WARMUP" --seed "$SEED" --threads "$THREADS" $RESUME)
 declare -A extra=([lldif]="--preset base --kl-weight 0.1 --dm-fraction $DM" [noprior]="--preset base --no-prior" [cnn]="--preset cnn --no-prior")
