@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,21 @@ from lldif_edge.metrics import classification_report
 
 
 @torch.no_grad()
-def epds(model, images_u8: np.ndarray, stage1: bool, batch: int = 512) -> torch.Tensor:
+def in_batches(model, images_u8: np.ndarray, fn, batch: int = 512) -> torch.Tensor:
+    """fn(model input, slice) over uint8 (N,H,W,C) images, batch by batch, concatenated."""
     out = []
     for i in range(0, len(images_u8), batch):
         x = to_model_input(torch.from_numpy(images_u8[i:i + batch]), model.cfg.in_chans)
-        out.append(model.teacher_epd(x, None)[0] if stage1 else model.sample_epd(x))
+        out.append(fn(x, slice(i, i + batch)))
     return torch.cat(out)
 
 
-@torch.no_grad()
-def llformer_logits(model, images_u8: np.ndarray, epd: torch.Tensor, batch: int = 512) -> np.ndarray:
-    out = []
-    for i in range(0, len(images_u8), batch):
-        x = to_model_input(torch.from_numpy(images_u8[i:i + batch]), model.cfg.in_chans)
-        out.append(model.llformer(x, epd[i:i + batch]).numpy())
-    return np.concatenate(out)
+def epds(model, images_u8: np.ndarray, stage1: bool) -> torch.Tensor:
+    return in_batches(model, images_u8, lambda x, _: model.teacher_epd(x, None)[0] if stage1 else model.sample_epd(x))
+
+
+def llformer_logits(model, images_u8: np.ndarray, epd: torch.Tensor) -> np.ndarray:
+    return in_batches(model, images_u8, lambda x, rows: model.llformer(x, epd[rows])).numpy()
 
 
 def main() -> None:
@@ -83,7 +84,9 @@ def main() -> None:
                 results[light][name] = round(100 * classification_report(val.labels, preds, cfg.classes)["accuracy"], 2)
             print(light, results[light], flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "faces": len(normal), "accuracy": results}))
+        tmp = args.json.with_name(args.json.name + ".tmp")  # a failed write leaves an earlier result whole
+        tmp.write_text(json.dumps({"model": str(args.model), "faces": len(normal), "accuracy": results}))
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":
