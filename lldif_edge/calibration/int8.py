@@ -495,7 +495,7 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
                        "kept_float": kept,
                        "precision": {g: FP32 if config[g] == FP32 else "int8" for g in bench.graphs}}
         manifest = bench.assemble(writer.tmp, config, {
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "calibration": calibration,
             "fp32_verification": bench.fp32_manifest.get("verification"),
         })

@@ -175,7 +175,7 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
     specs = graph_specs(model)
     manifest = {
         "format": FORMAT,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"checkpoint": checkpoint_ref(ckpt), "checkpoint_sha256": sha256_file(ckpt), "preset": cfg.preset,
                   "prior": cfg.prior, "metrics": meta.get("metrics")},
         "classes": list(cfg.classes),
