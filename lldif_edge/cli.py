@@ -36,9 +36,10 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
 @app.command()
 def train(
     data: Path = typer.Option(..., help="Training folder <root>/<class>/*.jpg"),
-    out: Path = typer.Option(..., help="Run folder: checkpoints, last.pt for --resume"),
+    out: Path = typer.Option(..., help="Run folder: checkpoints, resume.safetensors for --resume"),
     val: Path | None = typer.Option(None, help="Validation folder (darkened once with --val-seed)"),
-    preset: str = typer.Option("base", help="Model preset: tiny | small | base | cnn (plain CNN, with --no-prior)"),
+    preset: str = typer.Option("base", help="Model preset: tiny | small | base | cnn (plain CNN, with --no-prior) | "
+                                            "rescnn (residual CNN, the prior through FiLM adapters)"),
     stage: str = typer.Option("all", help="1 | 2 | all (2: the rest of the full plan, from --init or OUT/stage1)"),
     epochs: int = typer.Option(30, help="Stage-1 epochs"),
     stage2_epochs: int | None = typer.Option(None, help="Stage-2 epochs (default: half of --epochs)"),
@@ -56,11 +57,15 @@ def train(
     dm_fraction: float = typer.Option(0.1, help="Share of stage-2 epochs that train only the sampler (at least "
                                                 "one); 0: none, the joint phase starts at once"),
     init: Path | None = typer.Option(None, help="Stage-1 checkpoint to start stage 2 from"),
+    image_branch: Path | None = typer.Option(None, help="Checkpoint whose image branch this run starts from (its "
+                                                        "architecture too); the prior and adapters start fresh"),
+    resume_moments: str = typer.Option("bf16", help="Optimiser moments in the resume file: bf16 (half the size) "
+                                                    "| fp32 (a resumed run repeats the uninterrupted one exactly)"),
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="torch CPU threads"),
     bf16: bool | None = typer.Option(None, help="bf16 autocast on CPU (default: only with native bf16)"),
-    resume: bool = typer.Option(False, help="Continue from OUT/last.pt"),
+    resume: bool = typer.Option(False, help="Continue from OUT/resume.safetensors"),
 ) -> None:
     """Train LLDif (stage 1, stage 2 or both) with a progress bar; keeps the best checkpoint."""
     import torch
@@ -87,7 +92,8 @@ def train(
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, darken_warmup=darken_warmup,
         prior=not no_prior, equalize=equalize, label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight,
         dm_fraction=dm_fraction, seed=seed, val_seed=val_seed, bf16=bf16, resume=resume,
-        init=str(init) if init else None,
+        init=str(init) if init else None, image_branch=str(image_branch) if image_branch else None,
+        resume_moments=resume_moments,
     )
     best = run_training(tc, _RichReporter())
     console.print(f"best checkpoint: {best}")

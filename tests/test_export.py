@@ -231,8 +231,8 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     r = cli("bench", "--package", out, "--runs", "10", "--batch", "4", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert "onnxruntime" in res["runners"] and res["speedup_vs_torch_p50"] > 0
-    assert set(res["runners"]["onnxruntime"]["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
+    assert "onnxruntime fp32" in res["runners"] and res["speedup_vs_torch_p50"] > 0
+    assert set(res["runners"]["onnxruntime fp32"]["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
     r = cli("bench", "--package", out, "--runs", "5", "--batch", "2", "--no-reference", "--profile")
     assert r.returncode == 0, r.stderr
     assert "where the time goes" in r.stdout and "float_compute" in r.stdout
@@ -264,3 +264,24 @@ def test_equalizing_model_exports_and_agrees_with_torch(tmp_path_factory, backen
     ref = torch_logits(ckpt, faces)
     np.testing.assert_allclose(np.log(probs) - np.log(probs).mean(1, keepdims=True),
                                ref - ref.mean(1, keepdims=True), atol=1e-3)
+
+
+def test_the_film_adapter_design_exports_and_quantizes(tmp_path):
+    """The second design (residual CNN, the EPD through zero-initialised FiLM adapters at every stage) goes
+    through the same export: FP32 agrees with torch, the data-free INT8 package loads in ONNX Runtime."""
+    from lldif_edge.calibration.int8 import export_int8
+
+    torch.manual_seed(0)
+    cfg = preset_config("rescnn", stem_channels=(8, 16), stem_blocks=(0, 1), embed_dim=16, epd_dim=8, clip_dim=8, cond_dim=8,
+                        encoder_channels=(8,), denoiser_hidden=16, timesteps=50, sample_steps=2)
+    model = build_model(cfg).eval()
+    for film in model.llformer.adapters:  # trained adapters are not the identity
+        torch.nn.init.normal_(film.proj.weight, std=0.1)
+    ckpt = save_checkpoint(model, tmp_path / "film")
+    export_package(ckpt, tmp_path / "fp32")
+    faces = synthetic_faces(16, seed=3)[0]
+    pipe = load_pipeline(tmp_path / "fp32")
+    np.testing.assert_allclose(pipe.logits(pipe.preprocess(faces)), torch_logits(ckpt, faces), atol=1e-3)
+    report = export_int8(ckpt, tmp_path / "int8", calib_count=16, datafree_steps=5, latency_runs=5)
+    assert report["graphs"]["llformer"]["precision"] == "int8"
+    assert load_pipeline(tmp_path / "int8").predict(faces).shape == (16, 7)

@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from lldif_edge.cli import app  # noqa: E402
-from lldif_edge.lldif.checkpoint import load_checkpoint  # noqa: E402
+from lldif_edge.errors import LldifError  # noqa: E402
+from lldif_edge.lldif.checkpoint import load_checkpoint, load_resume_state  # noqa: E402
 from lldif_edge.lldif.train import Reporter, TrainConfig, one_cycle_factor, plan_phases, train  # noqa: E402
 
 CHANCE = 1 / 7
@@ -88,13 +89,13 @@ def test_tiny_preset_learns_well_above_chance(trained):
     assert m["val_normal_acc"] > 0.6
     assert m["val_images"] == 56
     assert meta["config"]["preset"] == "tiny"
-    for name in ("stage1.safetensors", "stage1_best.safetensors", "last.pt"):
+    for name in ("stage1.safetensors", "stage1_best.safetensors", "resume.safetensors"):
         assert (out / name).is_file()
 
 
 def test_stage2_recovers_the_epd(trained):
     out, _, rec = trained
-    history = torch.load(out / "last.pt", weights_only=True)["history"]
+    history = load_resume_state(out / "resume.safetensors")["history"]
     assert [h["global_epoch"] for h in history] == list(range(1, 13))
     assert history == rec.records
     l1 = [h["epd_l1"] for h in history if h["phase"] in ("dm", "joint")]
@@ -156,13 +157,13 @@ def test_resume_after_stage1_continues_with_stage2(faces_train, tmp_path):
               "--stage2-epochs", "2", "--batch-size", "32", "--threads", "1"]
     first = runner.invoke(app, [*common, "--stage", "1"])
     assert first.exit_code == 0, first.output
-    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state = load_resume_state(tmp_path / "resume.safetensors")
     assert [h["phase"] for h in state["history"]] == ["s1", "s1"]
     assert (tmp_path / "stage1.safetensors").is_file()
 
     second = runner.invoke(app, [*common, "--stage", "all", "--resume"])
     assert second.exit_code == 0, second.output
-    history = torch.load(tmp_path / "last.pt", weights_only=True)["history"]
+    history = load_resume_state(tmp_path / "resume.safetensors")["history"]
     assert [h["phase"] for h in history] == ["s1", "s1", "dm", "joint"]  # stage 1 was not repeated
     assert [h["global_epoch"] for h in history] == [1, 2, 3, 4]
     assert (tmp_path / "best.safetensors").is_file()
@@ -170,7 +171,7 @@ def test_resume_after_stage1_continues_with_stage2(faces_train, tmp_path):
     # Resuming a finished run is a no-op that still names the best checkpoint.
     third = runner.invoke(app, [*common, "--stage", "all", "--resume"])
     assert third.exit_code == 0, third.output
-    assert len(torch.load(tmp_path / "last.pt", weights_only=True)["history"]) == 4
+    assert len(load_resume_state(tmp_path / "resume.safetensors")["history"]) == 4
 
 
 class Interrupt(Exception):
@@ -192,9 +193,10 @@ class StopBefore(Recorder):
 @pytest.mark.parametrize(("prior", "stop_after"), [(False, 2), (True, 4)])
 def test_a_run_resumed_mid_phase_repeats_the_uninterrupted_run(faces_train, faces_val, tmp_path, prior, stop_after):
     """Stopped inside a phase (after validation, which puts the model in eval mode) and resumed, a run must
-    train exactly as if never stopped: same weights, optimizer, LR schedule, BatchNorm mode and seeds."""
+    train exactly as if never stopped: same weights, optimizer, LR schedule, BatchNorm mode and seeds (with the
+    optimiser moments kept in FP32; bf16 moments, the default, are checked below)."""
     torch.set_num_threads(1)
-    kw = dict(val=str(faces_val), epochs=3, stage2_epochs=3, prior=prior, dm_fraction=0.0)
+    kw = dict(val=str(faces_val), epochs=3, stage2_epochs=3, prior=prior, dm_fraction=0.0, resume_moments="fp32")
     whole = Recorder()
     train(_config(faces_train, tmp_path / "whole", **kw), whole)
     first = StopBefore(stop_after)
@@ -284,7 +286,7 @@ def test_ddp_two_processes(faces_train, tmp_path):
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     out = tmp_path / "ddp"
     assert (out / "best.safetensors").is_file() and (out / "best.json").is_file()
-    history = torch.load(out / "last.pt", weights_only=True)["history"]
+    history = load_resume_state(out / "resume.safetensors")["history"]
     assert [h["phase"] for h in history] == ["s1", "dm", "joint"]  # rank 0 alone records
     model, _ = load_checkpoint(out)
     assert model(torch.rand(2, 3, 48, 48)).shape == (2, 7)
@@ -355,3 +357,69 @@ def test_clean_epd_stage1_is_scored_with_the_epd_it_trains_with(faces_train, fac
     assert rec.records[0]["val_lowlight_acc"] == pytest.approx(scored)
     from_dark = predict_logits(model, dark, image_only_stage1=True)  # the old, mismatched scoring
     assert not np.allclose(from_dark, predict_logits(model, dark, image_only_stage1=True, epd_images_u8=val.images))
+
+
+def test_bf16_moments_halve_the_resume_file_and_the_resumed_run_stays_close(faces_train, tmp_path):
+    torch.set_num_threads(1)
+    kw = dict(epochs=2, stage2_epochs=2, prior=False)
+    whole = Recorder()
+    train(_config(faces_train, tmp_path / "whole", resume_moments="fp32", **kw), whole)
+    with pytest.raises(Interrupt):
+        train(_config(faces_train, tmp_path / "split", **kw), StopBefore(2))
+    small = (tmp_path / "split" / "resume.safetensors").stat().st_size
+    assert small < 0.8 * (tmp_path / "whole" / "resume.safetensors").stat().st_size
+    rest = Recorder()
+    train(_config(faces_train, tmp_path / "split", resume=True, **kw), rest)
+    assert [r["lr"] for r in rest.records] == [r["lr"] for r in whole.records[2:]]
+    assert rest.records[-1]["train_loss"] == pytest.approx(whole.records[-1]["train_loss"], rel=0.05)
+
+
+def test_a_broken_resume_file_is_a_one_line_user_error(faces_train, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "resume.safetensors").write_bytes(b"not a safetensors file")
+    result = CliRunner().invoke(app, ["train", "--data", str(faces_train), "--out", str(out), "--preset", "tiny",
+                                      "--epochs", "1", "--resume"])
+    assert isinstance(result.exception, LldifError) and "resume.safetensors" in str(result.exception)
+
+
+def test_an_older_last_pt_still_resumes(faces_train, tmp_path):
+    """Run folders of older versions hold last.pt (torch.save of the same progress and state dicts)."""
+    torch.set_num_threads(1)
+    kw = dict(epochs=1, stage2_epochs=1, prior=False)
+    with pytest.raises(Interrupt):
+        train(_config(faces_train, tmp_path, resume_moments="fp32", **kw), StopBefore(1))
+    state = load_resume_state(tmp_path / "resume.safetensors")
+    torch.save(state, tmp_path / "last.pt")
+    (tmp_path / "resume.safetensors").unlink()
+    rest = Recorder()
+    train(_config(faces_train, tmp_path, resume=True, **kw), rest)
+    assert [r["global_epoch"] for r in rest.records] == [2]
+
+
+def test_a_prior_run_from_a_cnn_image_branch_starts_as_that_cnn(faces_train, faces_val, tmp_path):
+    """--image-branch: LLDif's CNN starts from a trained no-prior CNN, its FiLM adapters at zero, so before any
+    step it computes exactly what the CNN computes; the fair ablation continues the same CNN without the prior."""
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+    from lldif_edge.lldif.train import start_from_image_branch
+
+    small = dict(stem_channels=(8, 16), stem_blocks=(0, 1), embed_dim=16, epd_dim=8, clip_dim=8, cond_dim=8,
+                 encoder_channels=(8,), denoiser_hidden=16, timesteps=50, sample_steps=2)
+    cnn = build_model(preset_config("rescnn", prior=False, **small)).eval()
+    from lldif_edge.lldif.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(cnn, tmp_path / "cnn")
+    lldif = start_from_image_branch(_config(faces_train, tmp_path / "x", image_branch=str(ckpt), prior=True)).eval()
+    assert lldif.cfg.prior and len(lldif.llformer.adapters) == 3
+    x = torch.rand(3, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(lldif(x), cnn(x))
+    ablation = start_from_image_branch(_config(faces_train, tmp_path / "y", image_branch=str(ckpt), prior=False))
+    with torch.no_grad():
+        assert torch.equal(ablation.eval()(x), cnn(x))
+
+    base = save_checkpoint(build_model(preset_config("tiny", prior=False)), tmp_path / "tiny")
+    result = CliRunner().invoke(app, ["train", "--data", str(faces_train), "--out", str(tmp_path / "z"),
+                                      "--image-branch", str(base), "--epochs", "1"])
+    assert isinstance(result.exception, LldifError) and "does not fit" in str(result.exception)  # tiny's blocks

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lldif_edge.errors import PackageError
@@ -59,5 +59,48 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[LLDif, dict]:
     return model, meta
 
 
+RESUME_FORMAT = "lldif-edge-resume/1"
+RESUME_FILE = "resume.safetensors"  # one file per run folder, overwritten each epoch
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def save_resume_state(path: Path, progress: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      scheduler, moments_dtype: torch.dtype = torch.bfloat16) -> None:
+    """Everything a stopped run needs to go on, in one safetensors file: the weights in FP32, the optimiser's
+    moments in `moments_dtype` (bf16 halves the file; FP32 makes a resumed run repeat the uninterrupted one
+    bit for bit), and the progress, optimiser groups and LR schedule as JSON metadata. Nothing unpickled."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for i, st in opt["state"].items():
+        tensors[f"optimizer.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+        for name in _MOMENTS:
+            tensors[f"optimizer.{i}.{name}"] = st[name].detach().to(moments_dtype).contiguous()
+    meta = {"format": RESUME_FORMAT, "progress": progress, "param_groups": opt["param_groups"],
+            "scheduler": scheduler.state_dict()}
+    _atomic_write(Path(path), lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(meta)}))
+
+
 def load_resume_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The progress dict of `save_resume_state`, plus "model", "optimizer" and "scheduler" state dicts ready to
+    load. Reads the older `last.pt` (a torch.save dict of the same keys) too."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != RESUME_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {RESUME_FORMAT}")
+    except (KeyError, ValueError, OSError, SafetensorError) as e:
+        raise PackageError(f"cannot resume from {path}: {str(e).splitlines()[0]}") from e
+    opt_state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".", 2)
+            entry = opt_state.setdefault(int(i), {})
+            entry[name] = value.reshape(()) if name == "step" else value.float()
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {**meta["progress"],
+            "model": {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
+            "optimizer": {"state": opt_state, "param_groups": groups}, "scheduler": meta["scheduler"]}

@@ -28,6 +28,9 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.1
+    # FiLM adapters: after every stem stage (and the patch embedding) a per-channel scale and shift made from the
+    # EPD, the last layer zero-initialised, so a prior model starts out as exactly its image branch.
+    stage_adapters: bool = False
     # Prior: LA-CLIP, PNET, condition encoder, denoiser.
     clip_dim: int = 64
     epd_dim: int = 64
@@ -67,6 +70,11 @@ PRESETS: dict[str, dict] = {
     # The plain-CNN baseline of the model card: the LLformer's residual conv stem one stage deeper, no
     # transformer blocks and no prior (train it with --no-prior); 164 M multiply-adds, more than base's 127 M.
     "cnn": dict(stem_channels=(32, 64, 128, 256), stem_blocks=(0, 1, 1, 1), embed_dim=256, depth=0),
+    # The second design: the residual CNN family at about 100 M MACs a face with the prior (each residual block
+    # costs the same 24 M MACs at every stage), the EPD entering every stage through FiLM adapters. With
+    # --no-prior it is the plain CNN that LLDif's image branch starts from, and the fair ablation.
+    "rescnn": dict(stem_channels=(32, 48, 96, 192), stem_blocks=(0, 1, 1, 1), embed_dim=192, depth=0,
+                   stage_adapters=True),
 }
 
 

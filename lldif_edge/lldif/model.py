@@ -147,18 +147,40 @@ class PriorBlock(nn.Module):
         return x + self.mlp(h2)
 
 
+class FiLM(nn.Module):
+    """A per-channel scale and shift of a feature map, made from the EPD by one linear layer that starts at zero:
+    until training moves it, the adapter is the identity and the network computes what its image branch does."""
+
+    def __init__(self, epd_dim: int, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.proj = nn.Linear(epd_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, epd: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.proj(epd)[:, :, None, None].split(self.channels, dim=1)
+        return x * (1 + scale) + shift
+
+
 class LLformer(nn.Module):
-    """Conv stem (BatchNorm, residual stages) -> 2x2 patch embedding -> EPD-conditioned blocks -> head."""
+    """Conv stem (BatchNorm, residual stages) -> 2x2 patch embedding -> EPD-conditioned blocks -> head. With
+    `stage_adapters` and the prior, a FiLM adapter follows every stem stage and the patch embedding."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         layers, cin = image_input(cfg.equalize), cfg.in_chans
+        self.stage_ends = []  # the index in `stem` of each stage's last layer: where its adapter applies
         for i, (ch, n_blocks) in enumerate(zip(cfg.stem_channels, cfg.stem_blocks, strict=True)):
             layers.append(conv_bn_act(cin, ch, stride=1 if i == 0 else 2))
             layers += [ResBlock(ch) for _ in range(n_blocks)]
+            self.stage_ends.append(len(layers) - 1)
             cin = ch
         self.stem = nn.Sequential(*layers)
         self.patch = nn.Conv2d(cin, cfg.embed_dim, kernel_size=2, stride=2)
+        film = cfg.prior and cfg.stage_adapters
+        self.adapters = nn.ModuleList(
+            FiLM(cfg.epd_dim, ch) for ch in (*cfg.stem_channels, cfg.embed_dim)) if film else None
         grid = cfg.input_size // (2 ** len(cfg.stem_channels))
         self.tokens, self.embed_dim = grid * grid, cfg.embed_dim
         self.pos = nn.Parameter(torch.zeros(1, self.tokens, cfg.embed_dim))
@@ -175,7 +197,16 @@ class LLformer(nn.Module):
     def forward(self, image: torch.Tensor, epd: torch.Tensor | None = None) -> torch.Tensor:
         # Channels-last before the reshape: ONNX Runtime's int8 convs run NHWC, so the transpose it adds after
         # the last conv and this one cancel (channels-first tokens would cost two layout transposes).
-        x = self.patch(self.stem(image)).permute(0, 2, 3, 1).reshape(-1, self.tokens, self.embed_dim) + self.pos
+        if self.adapters is None:
+            x = self.patch(self.stem(image))
+        else:
+            x, stage = image, 0
+            for i, layer in enumerate(self.stem):
+                x = layer(x)
+                if i == self.stage_ends[stage]:
+                    x, stage = self.adapters[stage](x, epd), stage + 1
+            x = self.adapters[-1](self.patch(x), epd)
+        x = x.permute(0, 2, 3, 1).reshape(-1, self.tokens, self.embed_dim) + self.pos
         for block in self.blocks:
             x = block(x, epd)
         return self.head(self.drop(self.norm(x).mean(dim=1)))

@@ -11,6 +11,7 @@ plan (the schedule and seeds after --epochs stage-1 epochs), so stage 2 can be r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -29,7 +30,13 @@ from torch import nn
 from lldif_edge.data import FolderData, drop_duplicates, load_folder
 from lldif_edge.errors import LldifError
 from lldif_edge.lldif.augment import augment_pair, to_model_input
-from lldif_edge.lldif.checkpoint import load_checkpoint, load_resume_state, save_checkpoint
+from lldif_edge.lldif.checkpoint import (
+    RESUME_FILE,
+    load_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+    save_resume_state,
+)
 from lldif_edge.lldif.config import preset_config
 from lldif_edge.lldif.model import LLDif, build_model, count_macs, eval_mode, inference_parameters
 from lldif_edge.lowlight import darken_many
@@ -74,6 +81,12 @@ class TrainConfig:
     bf16: bool | None = None  # None: only where the CPU has native bf16 (AVX-512 BF16 or AMX)
     resume: bool = False
     init: str | None = None  # a stage-1 checkpoint to start stage 2 from
+    # A checkpoint whose image branch (stem, patch embedding, head) this run starts from; the adapters and the
+    # prior start fresh (adapters at zero, so the run starts computing exactly what that checkpoint computes).
+    image_branch: str | None = None
+    # The optimiser moments in the resume file: bf16 keeps it small enough to commit; fp32 makes a resumed run
+    # repeat the uninterrupted one exactly.
+    resume_moments: str = "bf16"
 
 
 class Reporter:
@@ -205,6 +218,21 @@ def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_
     return np.concatenate(out)
 
 
+def start_from_image_branch(tc: TrainConfig) -> LLDif:
+    """A new model of the checkpoint's architecture, with this run's prior setting, whose image branch is the
+    checkpoint's. Everything else (LA-CLIP, PNET, sampler, the zero-initialised adapters) starts fresh."""
+    source, _ = load_checkpoint(tc.image_branch)
+    cfg = dataclasses.replace(source.cfg, prior=tc.prior)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg)
+    missing, unexpected = model.llformer.load_state_dict(source.llformer.state_dict(), strict=False)
+    fresh = [k for k in missing if not k.startswith("adapters.")]
+    if unexpected or fresh:
+        raise LldifError(f"--image-branch {tc.image_branch}: its image branch does not fit this model "
+                         f"(unexpected {unexpected[:3]}, missing {fresh[:3]})")
+    return model
+
+
 def warm_start_condition_encoder(model: LLDif) -> None:
     """The condition encoder starts as LA-CLIP's image encoder (the same architecture): the EPD is made from
     that embedding, so the sampler starts from a condition that already carries it instead of from scratch."""
@@ -242,7 +270,9 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
     reporter = reporter or Reporter()
     rank, world = _dist_info()
     out = Path(tc.out)
-    resume_path = out / "last.pt"
+    resume_path = out / RESUME_FILE
+    if tc.resume and not resume_path.exists() and (out / "last.pt").exists():
+        resume_path = out / "last.pt"  # the resume file of older versions
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if tc.stage == "2" and not tc.init and not (tc.resume and resume_path.exists()):
@@ -250,17 +280,25 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         if not stage1.exists():
             raise LldifError(f"--stage 2 needs a stage-1 checkpoint: --init CKPT or {stage1}")
         tc.init = str(stage1)
+    if tc.init and tc.image_branch:
+        raise LldifError("--init (a stage-1 checkpoint) and --image-branch exclude each other")
     if tc.init:
         model, _ = load_checkpoint(tc.init)
+        cfg = model.cfg
+    elif tc.image_branch:
+        model = start_from_image_branch(tc)
         cfg = model.cfg
     else:
         cfg = preset_config(tc.preset, prior=tc.prior, equalize=tc.equalize)
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
-    if cfg.prior and cfg.depth == 0:
-        raise LldifError(f"preset '{tc.preset}' has no transformer blocks for the EPD to condition: add --no-prior")
+    if cfg.prior and cfg.depth == 0 and not cfg.stage_adapters:
+        raise LldifError(f"preset '{tc.preset}' has no transformer blocks or adapters for the EPD to condition: "
+                         "add --no-prior")
     if cfg.prior != tc.prior:
         raise LldifError(f"--init {tc.init} has prior={cfg.prior}, but this run asks prior={tc.prior}")
+    if tc.resume_moments not in ("bf16", "fp32"):
+        raise LldifError(f"resume_moments must be bf16 or fp32, not '{tc.resume_moments}'")
     if tc.equalize and not cfg.equalize:  # a checkpoint that equalises needs no flag to go on doing so
         raise LldifError(f"--init {tc.init} was trained without --equalize; it cannot start equalising now")
     channels = 1 if cfg.grayscale else 3
@@ -371,12 +409,11 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
                     save_checkpoint(model, out / "best", {**meta_common, "metrics": record})
                 reporter.end_epoch(record)
                 done_phase = epoch + 1 == n_epochs
-                torch.save({
-                    "phase_index": pi + 1 if done_phase else pi, "epoch_in_phase": 0 if done_phase else epoch + 1,
-                    "best_acc": state["best_acc"], "best_s1": state["best_s1"], "history": state["history"],
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                }, resume_path.with_suffix(".tmp"))
-                os.replace(resume_path.with_suffix(".tmp"), resume_path)
+                progress = {"phase_index": pi + 1 if done_phase else pi,
+                            "epoch_in_phase": 0 if done_phase else epoch + 1, "best_acc": state["best_acc"],
+                            "best_s1": state["best_s1"], "history": state["history"]}
+                moments = torch.bfloat16 if tc.resume_moments == "bf16" else torch.float32
+                save_resume_state(out / RESUME_FILE, progress, model, opt, sched, moments)
             if world > 1:
                 dist.barrier()
         state["epoch_in_phase"] = 0
