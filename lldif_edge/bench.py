@@ -127,10 +127,12 @@ def profile_ops(pipe, faces: np.ndarray, runs: int = 200, warmup: int = 20) -> l
 
 
 def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict | None]]:
-    """(label, backend name, options) to benchmark; options None means skipped, with the reason as name.
+    """(runner name, backend name, options) to benchmark a package of `precision`; options None means skipped,
+    with the reason in place of the backend name.
 
-    'all' expands to every registered backend; OpenVINO runs FP32 packages both in f32 and in its CPU default
-    (bf16 where the CPU has it), so the table says which precision really ran.
+    Runner names say what the user chose: backend and package precision ("onnxruntime int8"). 'all' expands
+    to every registered backend; OpenVINO runs FP32 packages both pinned to f32 and in its CPU default (bf16
+    where the CPU has it), so the table says which precision really ran.
     """
     from lldif_edge.runtimes.registry import backend_names, backend_status
 
@@ -143,10 +145,21 @@ def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict |
         elif name == "torch" and backend == "all":
             continue  # the torch reference is timed separately as the teacher
         elif name == "openvino" and precision == "fp32":
-            out += [("openvino f32", name, {"precision": "f32"}), ("openvino default", name, {})]
+            out += [("openvino fp32 (f32)", name, {"precision": "f32"}),
+                    ("openvino fp32 (CPU default)", name, {})]
         else:
-            out.append((name, name, {}))
+            out.append((f"{name} {precision}", name, {}))
     return out
+
+
+def int8_fp32_ratios(runners: dict) -> dict[str, float]:
+    """Per backend, INT8 p50 / FP32 p50 (end to end, batch 1) where both precisions ran."""
+    p50 = {}
+    for key, r in runners.items():
+        words = key.split()
+        if len(words) >= 2 and words[1] in ("fp32", "int8") and "(CPU default)" not in key:
+            p50.setdefault(words[0], {}).setdefault(words[1], r["latency_ms"]["end_to_end"]["p50"])
+    return {b: v["int8"] / v["fp32"] for b, v in p50.items() if {"int8", "fp32"} <= v.keys()}
 
 
 def write_bench_chart(results: dict, path) -> None:
@@ -159,15 +172,19 @@ def write_bench_chart(results: dict, path) -> None:
     runners = results["runners"]
     names = list(runners)
     row, left, width = 34, 260, 360
-    img = np.full((60 + row * len(names) * 2 + 40, left + 2 * width + 60, 3), 255, np.uint8)
+    img = np.full((80 + row * len(names) * 2 + 40, left + 2 * width + 60, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     max_lat = max(r["latency_ms"]["end_to_end"]["p90"] for r in runners.values())
     max_fps = max(r["throughput_fps"] for r in runners.values())
-    cv2.putText(img, "latency per face, batch 1 (ms): p50 dark, p90 light", (left, 30), font, 0.45, (0, 0, 0), 1)
-    cv2.putText(img, "throughput (faces/s)", (left + width + 40, 30), font, 0.45, (0, 0, 0), 1)
+    batch = next(iter(runners.values()))["batch"]
+    title = (f"lldif-edge bench on {results['cpu']['model']}, {results['threads']} thread(s): latency at batch 1, "
+             f"throughput at batch {batch}")
+    cv2.putText(img, title[:110], (8, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "latency per face, batch 1 (ms): p50 dark, p90 light", (left, 50), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, f"throughput at batch {batch} (faces/s)", (left + width + 40, 50), font, 0.45, (0, 0, 0), 1)
     for i, name in enumerate(names):
         r = runners[name]
-        y = 50 + i * row * 2
+        y = 70 + i * row * 2
         cv2.putText(img, name[:34], (8, y + 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         lat = r["latency_ms"]["end_to_end"]
         for j, (key, colour) in enumerate((("p90", (230, 190, 150)), ("p50", (160, 90, 30)))):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages quote extras such as lldif-edge[openvino], which rich would swallow
 from rich.table import Table
 
 from lldif_edge.errors import DataError, LldifError
+from lldif_edge.paths import check_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LLDif low-light expression recognition at the edge.")
@@ -27,8 +29,18 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lldif_edge import __version__
+
+        print(f"lldif-edge {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     _setup_logging(verbose)
 
 
@@ -68,6 +80,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUT/resume.safetensors"),
 ) -> None:
     """Train LLDif (stage 1, stage 2 or both) with a progress bar; keeps the best checkpoint."""
+    check_output(out, "--out", folder=True)
     import torch
 
     from lldif_edge.lldif.train import TrainConfig
@@ -138,7 +151,9 @@ def darken(
     exclude: Path | None = typer.Option(None, help="Skip images byte-identical to one in this folder (e.g. the "
                                                    "training set) or to an earlier one: a de-duplicated test set"),
 ) -> None:
-    """Write a darkened copy of a folder tree (DESIGN section 2 synthesis)."""
+    """Write a darkened copy of a folder tree as PNG: each image gets a random exposure curve (gain, gamma) and
+    sensor shot and read noise, the synthetic low light that training and `eval --darken` use (docs/design.md)."""
+    check_output(dst, "DST", folder=True)
     import cv2
     import numpy as np
 
@@ -210,6 +225,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
     """Accuracy, per-class recall and macro-F1 of a checkpoint or a package on a labelled folder."""
+    if confusion:
+        check_output(confusion, "--confusion")
     from lldif_edge.metrics import classification_report, write_confusion_png
 
     extra: dict = {}
@@ -248,13 +265,14 @@ def evaluate(
                      parameters=inference_parameters(net), mmacs_per_face=round(count_macs(net) / 1e6, 1))
     report = classification_report(ds.labels, logits.argmax(-1), classes)
     report.update(model=source, data=str(data), darkened=darken_data, seed=seed, duplicates_dropped=dropped, **extra)
-    if confusion:
-        write_confusion_png(report["confusion"], classes, confusion,
-                            f"{Path(source).name} on {data.name}: acc {report['accuracy']:.4f}")
     if as_json:
-        print(json.dumps(report))
-        return
-    _print_report(report)
+        print(json.dumps(report), flush=True)
+    else:
+        _print_report(report)
+    if confusion:  # after the report: a failed write never loses the accuracy
+        title = f"{Path(source).name} on {data.name}: acc {report['accuracy']:.4f}"
+        _late_write("--confusion", confusion,
+                    lambda: write_confusion_png(report["confusion"], classes, confusion, title))
 
 
 @app.command()
@@ -286,7 +304,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
     for col in ("backend", "available", "devices", "why not"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["backend"], "yes" if r["available"] else "no", ", ".join(r["devices"]), r["why_not"])
+        table.add_row(r["backend"], "yes" if r["available"] else "no", ", ".join(r["devices"]), escape(r["why_not"]))
     out = Console()
     out.print(table)
     cpu = facts["cpu"]
@@ -295,6 +313,14 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
     out.print(f"python {facts['python']} on {facts['machine']}, {facts['cpu_threads']} CPU threads, "
               f"display: {'yes' if display else 'no (run --show is off by default)'}, "
               f"torch: {'installed' if facts['torch_installed'] else 'not installed (runtime-only install)'}")
+
+
+def _late_write(option: str, path: Path, write) -> None:
+    """Write a file after the results were printed; a failure is a one-line error, not a traceback."""
+    try:
+        write()
+    except OSError as e:
+        raise LldifError(f"{option} {path}: {e.strerror or e}") from e
 
 
 def _torch_missing() -> bool:
@@ -333,6 +359,7 @@ def distill(
     threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),
 ) -> None:
     """Distil the sampler to K steps: the student reproduces the teacher's S-step EPD and class scores."""
+    check_output(out, "--out", make_parents=True)
     from lldif_edge.lldif.distill import distill as run_distill
 
     m = run_distill(model, steps, teacher_steps, data, out, epochs, batch_size, lr, val_dir=val,
@@ -367,7 +394,9 @@ def export(
     calib: Path | None = typer.Option(None, "--calib", help="--int8: folder of face crops or photos, or a video "
                                                             "file (default: data-free calibration)"),
     calib_camera: int | None = typer.Option(None, "--calib-camera", help="--int8: calibrate on camera N"),
-    calib_count: int = typer.Option(256, "--calib-count", min=1, help="--int8: number of calibration faces"),
+    calib_count: int = typer.Option(256, "--calib-count", min=1, help="--int8: number of faces taken from --calib "
+                                    "or --calib-camera (data-free calibration generates at most 64: each costs "
+                                    "an optimisation)"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="--int8: minmax | entropy | percentile"),
     darken_calib: bool = typer.Option(False, "--darken", help="--int8: darken the normal-light calibration faces"),
     eval_dir: Path | None = typer.Option(None, "--eval", help="--int8: labelled folder, darkened with seed 0, "
@@ -386,6 +415,7 @@ def export(
                                           "sub-graphs whose INT8 version is slower on this machine"),
 ) -> None:
     """Export a checkpoint into a verified model package of ONNX sub-graphs (FP32, or INT8 with --int8)."""
+    check_output(out, "--out", folder=True)
     if not int8:
         given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
                                       ("--int8-exclude", int8_exclude),
@@ -417,20 +447,24 @@ def export(
 
 def _print_int8(r: dict) -> None:
     c = r["calibration"]
-    console.print(f"wrote {r['out']} in {r['seconds']:.0f} s: calibrated on {c['count']} faces from {c['source']} "
-                  f"({c['method']}, {c['target']}: {c['activation_type']} activations, {c['weight_type']} "
-                  f"per-channel weights); kept in float: {', '.join(c['kept_float']) or 'nothing'}", highlight=False)
+    fewer = ""
+    if c.get("requested", c["count"]) > c["count"]:
+        fewer = ("; data-free calibration generates at most that many, --calib-count counts faces from --calib or "
+                 "--calib-camera" if "data_free" in c else f"; {c['requested']} asked for, no more found")
+    console.print(f"wrote {r['out']} in {r['seconds']:.0f} s: calibrated on {c['count']} faces ({c['source']}{fewer}); "
+                  f"{c['method']}, {c['target']} target: {c['activation_type']} activations, {c['weight_type']} "
+                  f"per-channel weights; kept in float: {', '.join(c['kept_float']) or 'nothing'}", highlight=False)
     lat = r.get("latency_ms_per_face", {})
-    table = Table(title="INT8 vs FP32 (ms: median per face, batch 1, 1 thread; ops: what ORT runs on this CPU)")
-    for col in ("graph", "precision", "FP32 kB", "kB", "int8 ops", "float conv/mm", "FP32 ms", "INT8 ms"):
-        table.add_column(col, justify="left" if col == "graph" else "right")
+    table = Table(title="INT8 vs FP32 per sub-graph (ms: median per face, batch 1, 1 thread)",
+                  caption="int8, float: conv and matmul kernels ONNX Runtime runs on this CPU")
+    for col in ("graph", "precision", "kB", "int8", "float", "FP32 ms", "INT8 ms"):
+        table.add_column(col, justify="left" if col == "graph" else "right", no_wrap=True)
     for name, g in r["graphs"].items():
-        table.add_row(name, g["precision"], f"{g['fp32_bytes'] / 1e3:.0f}", f"{g['bytes'] / 1e3:.0f}",
+        table.add_row(name, g["precision"], f"{g['fp32_bytes'] / 1e3:.0f} -> {g['bytes'] / 1e3:.0f}",
                       str(g["ops"]["int8_kernel_count"]), str(g["ops"]["float_compute_count"]),
                       f"{lat['fp32'][name]:.3f}" if lat else "", f"{lat['int8'][name]:.3f}" if lat else "")
     if lat:
-        table.add_row("end to end", "", "", "", "", "", f"{lat['fp32']['end_to_end']:.3f}",
-                      f"{lat['int8']['end_to_end']:.3f}")
+        table.add_row("total", "", "", "", "", f"{lat['fp32']['end_to_end']:.3f}", f"{lat['int8']['end_to_end']:.3f}")
     Console().print(table)
     amx = c.get("onnxruntime_amx_variants")
     if amx and amx.get("measured"):
@@ -440,6 +474,9 @@ def _print_int8(r: dict) -> None:
                           f"{g} {lat_amx['main'][g]:.3f} -> {lat_amx['amx'][g]:.3f} ms "
                           f"({'kept' if g in amx['written'] else 'not faster, dropped'})" for g in amx["measured"]),
                       highlight=False)
+    if lat:
+        console.print(f"INT8 takes {lat['int8']['end_to_end'] / lat['fp32']['end_to_end']:.2f}x the FP32 time per face "
+                      "on this CPU", highlight=False)
     v = r["verification"]
     console.print(f"top-1 agreement with FP32 on {v['source']}: {v['sub-graphs']['top1_agreement']:.4f} "
                   f"({v['measured_with']})", highlight=False)
@@ -469,38 +506,43 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
 ) -> None:
     """Latency p50/p90/p99 per sub-graph and end to end, throughput, and the ratio to the torch teacher."""
-    from lldif_edge.bench import bench_pipelines, cpu_features, profile_ops, runner_variants, write_bench_chart
+    if chart:
+        check_output(chart, "--chart")
+    from lldif_edge import bench as bench_lib
     from lldif_edge.lowlight import darken_many
     from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
     from lldif_edge.synthetic import synthetic_faces
 
     packages = package or [None]
-    results: dict = {"threads": threads, "cpu": cpu_features(), "runners": {}, "skipped": {}}
+    results: dict = {"threads": threads, "cpu": bench_lib.cpu_features(), "runners": {}, "skipped": {}}
     first_manifest = None
     pipes: dict = {}
     roots: dict[str, str] = {}
+    in_float: dict[str, list[str]] = {}
     for pkg in packages:
         root, manifest = load_manifest(pkg)
         first_manifest = first_manifest or manifest
-        precision = "+".join(sorted({g["precision"] for g in manifest["graphs"].values()}))
+        graphs = manifest["graphs"]
+        precisions = {g["precision"] for g in graphs.values()}
+        # An INT8 package may keep sub-graphs in float; it is still the INT8 package the user chose.
+        precision = "int8" if "int8" in precisions else "+".join(sorted(precisions))
         faces = darken_many(synthetic_faces(64, manifest["input"]["size"], seed=1)[0], seed=1)
-        for label, name, options in runner_variants(backend, precision):
+        for label, name, options in bench_lib.runner_variants(backend, precision):
             if options is None:
                 results["skipped"][label] = name
                 continue
-            key = f"{label} {precision}" if len(packages) > 1 or precision != "fp32" else label
-            if key in pipes:  # two packages of one precision: tell them apart by folder
-                key = f"{key} ({root.name})"
+            key = f"{label} ({root.name})" if label in pipes else label  # one precision twice: tell them apart
             pipes[key] = load_pipeline(root, backend=name, device=device, threads=threads, **options)
             roots[key] = str(root)
+            in_float[key] = [g for g, v in graphs.items() if v["precision"] != "int8"] if precision == "int8" else []
             if profile and name in ("onnxruntime", "openvino"):
                 # A separate load: profiling slows the runs it records, so it never touches the latencies above.
                 profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
-                results.setdefault("profiles", {})[key] = profile_ops(profiled, faces, runs=runs)
-    results["runners"] = bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
+                results.setdefault("profiles", {})[key] = bench_lib.profile_ops(profiled, faces, runs=runs)
+    results["runners"] = bench_lib.bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
     for key, r in results["runners"].items():
-        r["package"] = roots[key]
+        r.update(package=roots[key], float_subgraphs=in_float[key])
     ckpt = model or checkpoint_path(first_manifest)
     if reference is None:
         reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
@@ -509,40 +551,65 @@ def bench(
 
         steps = teacher_steps or (first_manifest.get("sampler") or {}).get("teacher_steps")
         ref = bench_reference(ckpt, faces, steps, batch, threads, runs=max(20, runs // 2))
-        results["runners"][f"torch teacher S={steps}" if steps else "torch"] = ref
+        # The checkpoint with the undistilled S-step sampler: what the packages' K-step sampler was distilled from.
+        results["runners"][f"torch teacher ({steps}-step sampler)" if steps else "torch fp32"] = ref
         first = next(iter(results["runners"].values()))
         results["speedup_vs_torch_p50"] = (ref["latency_ms"]["end_to_end"]["p50"]
                                            / first["latency_ms"]["end_to_end"]["p50"])
-    if chart:
-        write_bench_chart(results, chart)
+    results["int8_vs_fp32_p50"] = bench_lib.int8_fp32_ratios(results["runners"])
     if as_json:
-        print(json.dumps(results))
-        return
-    _print_bench(results)
+        print(json.dumps(results), flush=True)
+    else:
+        _print_bench(results)
+    if chart:  # after the tables: a failed write never loses the measurements
+        _late_write("--chart", chart, lambda: bench_lib.write_bench_chart(results, chart))
 
 
 def _print_bench(results: dict) -> None:
+    """Tables that fit 80 columns: end to end per runner, then p50 per sub-graph; details as lines below."""
     out = Console()
-    table = Table(title=f"latency per face, batch 1, ms ({results['threads']} thread(s); {results['cpu']['model']}: "
-                        f"{', '.join(results['cpu']['features']) or 'no int8/bf16 features'})")
-    for col in ("runner", "stage", "p50", "p90", "p99", "throughput (faces/s)"):
-        table.add_column(col, justify="left" if col in ("runner", "stage") else "right")
-    for name, r in results["runners"].items():
-        for stage, lat in r["latency_ms"].items():
-            fps = f"{r['throughput_fps']:.0f} @ batch {r['batch']}" if stage == "end_to_end" else ""
-            table.add_row(name, stage, f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", fps)
+    runners = results["runners"]
+    cpu = results["cpu"]
+    out.print(f"{cpu['model']} ({', '.join(cpu['features']) or 'no int8/bf16 features'}), "
+              f"{results['threads']} thread(s)", highlight=False)
+    batch = next(iter(runners.values()))["batch"]
+    table = Table(title="per face: latency at batch 1 (ms), throughput at batch " + str(batch))
+    for col in ("runner", "p50", "p90", "p99", "faces/s"):
+        table.add_column(col, justify="left" if col == "runner" else "right")
+    for name, r in runners.items():
+        lat = r["latency_ms"]["end_to_end"]
+        table.add_row(escape(name), f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                      f"{r['throughput_fps']:.0f}")
     out.print(table)
-    for name, r in results["runners"].items():
-        out.print(f"{name}: {r['describe']}")
+    stages = list(dict.fromkeys(s for r in runners.values() for s in r["latency_ms"] if s != "end_to_end"))
+    if stages:
+        per_stage = Table(title="p50 per sub-graph (ms, batch 1)")
+        per_stage.add_column("runner")
+        for stage in stages:
+            per_stage.add_column(stage, justify="right")
+        for name, r in runners.items():
+            lat = r["latency_ms"]
+            per_stage.add_row(escape(name), *(f"{lat[s]['p50']:.3f}" if s in lat else "" for s in stages))
+        out.print(per_stage)
+    for backend_name, ratio in results.get("int8_vs_fp32_p50", {}).items():
+        out.print(f"{backend_name}: INT8 takes {ratio:.2f}x the FP32 time per face (p50, batch 1)", highlight=False)
+    if "speedup_vs_torch_p50" in results:
+        out.print(f"{next(iter(runners))} is {results['speedup_vs_torch_p50']:.1f}x faster than the torch teacher "
+                  "(p50, batch 1)", highlight=False)
+    for name, r in runners.items():
+        floats = r.get("float_subgraphs")
+        out.print(f"{escape(name)}: {escape(r['describe'])}"
+                  + (f"; kept in FP32: {', '.join(floats)}" if floats else ""), highlight=False)
     for label, why in results["skipped"].items():
-        out.print(f"{label}: not run ({why})")
+        out.print(f"{label}: not run ({escape(why)})", highlight=False)
     for name, rows in results.get("profiles", {}).items():
         kinds: dict[str, float] = {}
         for r in rows:
             kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["share"]
-        prof = Table(title=f"{name}: where the time goes (ops >= 1 %; "
-                           + ", ".join(f"{k} {v:.0%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
-                           + ")")
+        out.print(f"{escape(name)}, where the time goes: "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])),
+                  highlight=False)
+        prof = Table(title=f"{escape(name)}: ops >= 1 % of the time")
         for col in ("graph", "op", "kernel", "kind", "ms/face", "share"):
             prof.add_column(col, justify="right" if col in ("ms/face", "share") else "left")
         for r in rows:
@@ -550,9 +617,6 @@ def _print_bench(results: dict) -> None:
                 prof.add_row(r["graph"], r["op"], r["kernel"], r["kind"], f"{r['ms_per_face']:.4f}",
                              f"{r['share']:.1%}")
         out.print(prof)
-    if "speedup_vs_torch_p50" in results:
-        first = next(iter(results["runners"]))
-        out.print(f"{first} vs the torch reference (p50, batch 1): {results['speedup_vs_torch_p50']:.1f}x faster")
 
 
 # ---------------------------------------------------------------- application
@@ -579,6 +643,8 @@ def run_app(
                                                       "known faces are re-found near their last box"),
 ) -> None:
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
+    if record:
+        check_output(record, "--record", suffixes=(".mp4",))
     from lldif_edge.app import Recognizer, open_source
     from lldif_edge.app import run as run_loop
 
@@ -590,9 +656,12 @@ def run_app(
     except BaseException:
         source.close()
         raise
-    stats = run_loop(rec, source, show=show, record=record, json_out=sys.stdout if as_json else None,
+    per_image = _ImageResults(source) if images is not None and not as_json else None
+    stats = run_loop(rec, source, show=show, record=record, json_out=sys.stdout if as_json else per_image,
                      max_frames=max_frames)
     st = stats["stages"]
+    if per_image is not None:
+        per_image.print()
     if as_json:  # the last line: FPS and per-stage times, for machines (frame lines carry "frame", this "summary")
         try:
             print(json.dumps({"summary": stats}, separators=(",", ":")), flush=True)
@@ -605,11 +674,40 @@ def run_app(
         highlight=False)
 
 
+class _ImageResults:
+    """Takes the run loop's JSON lines for an images folder and prints one table row per face at the end."""
+
+    def __init__(self, source):
+        self.source, self.rows = source, []
+
+    def write(self, line: str) -> None:
+        self.rows.append((self.source.current, json.loads(line)["faces"]))
+
+    def flush(self) -> None:
+        pass
+
+    def print(self) -> None:
+        root = Path(self.source.name)
+        table = Table(title=f"faces in {root}")
+        table.add_column("image", overflow="fold")
+        for col in ("face", "expression", "confidence", "box x,y,w,h"):
+            table.add_column(col, justify="right" if col in ("face", "confidence") else "left", no_wrap=True)
+        for path, faces in self.rows:
+            name = escape(path.relative_to(root).as_posix())
+            if not faces:
+                table.add_row(name, "", "no face found", "", "")
+            for i, f in enumerate(faces, 1):
+                table.add_row(name if i == 1 else "", str(i), f["label"], f"{f['confidence']:.2f}",
+                              ",".join(str(v) for v in f["box"]))
+        Console().print(table)
+        sys.stdout.flush()  # the table before the summary line on stderr
+
+
 def main() -> None:
     try:
         app()
     except LldifError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)  # one line, never wrapped
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # one line, unwrapped
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -154,3 +154,131 @@ def test_run_video_json_streams_frames_then_a_summary(tmp_path):
     assert [ln["frame"] for ln in lines[:-1]] == list(range(8))
     summary = lines[-1]["summary"]
     assert summary["frames"] == 8 and summary["fps"] > 0 and set(summary["stages"]) >= {"detect", "classify"}
+
+
+def test_version():
+    from lldif_edge import __version__
+
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"lldif-edge {__version__}"
+
+
+def test_info_prints_install_hints_with_their_extras():
+    """rich markup must not swallow `[openvino]` / `[tensorrt]` in the hints the table prints."""
+    import os
+
+    facts = json.loads(_cli("info", "--json").stdout)
+    hints = [b["why_not"] for b in facts["backends"] if "[" in (b["why_not"] or "")]
+    env = {**os.environ, "COLUMNS": "400"}  # one table line per backend, no wrapping
+    text = subprocess.run([sys.executable, "-m", "lldif_edge.cli", "info"], capture_output=True, text=True,
+                          timeout=120, env=env).stdout
+    for hint in hints:
+        assert hint in text
+    if not hints:  # every backend is installed here: the escaping is still what prints the text
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(width=200, record=True)
+        console.print(escape("pip install lldif-edge[openvino]"))
+        assert "lldif-edge[openvino]" in console.export_text()
+
+
+def test_error_messages_keep_square_brackets(monkeypatch, capsys):
+    import lldif_edge.cli as cli
+    from lldif_edge.errors import BackendError
+
+    def fail():
+        raise BackendError("backend 'openvino' is not available (pip install lldif-edge[openvino])")
+
+    monkeypatch.setattr(cli, "app", fail)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert "pip install lldif-edge[openvino])" in capsys.readouterr().err
+
+
+def _frame_with(face: np.ndarray | None) -> np.ndarray:
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    if face is not None:
+        frame[40:200, 80:240] = cv2.resize(face, (160, 160))
+    return frame
+
+
+def test_run_images_prints_each_image_with_its_faces(tmp_path, monkeypatch, capsys):
+    """Without --json, `run --images` ends with a table: every image, and each face's label and confidence,
+    the same the JSON lines say."""
+    from conftest import SHARED
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "blank.png"), _frame_with(None))
+    photo = SHARED / "data" / "faces" / "fer_justin.jpg"  # a real face, when the shared data is here
+    if photo.is_file():
+        (folder / "photo.jpg").write_bytes(photo.read_bytes())
+    from lldif_edge.cli import main
+
+    def run(*extra: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["lldif-edge", "run", "--images", str(folder), "--no-show", *extra])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 0
+        return capsys.readouterr().out
+
+    frames = [json.loads(line) for line in run("--json").splitlines() if '"frame"' in line]
+    table = run()
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(frames) == len(names)
+    for name, frame in zip(names, frames, strict=True):
+        row = next(line for line in table.splitlines() if name in line)
+        if frame["faces"]:
+            face = frame["faces"][0]
+            assert face["label"] in row and f"{face['confidence']:.2f}" in row
+        else:
+            assert "no face found" in row
+    assert frames[names.index("blank.png")]["faces"] == []
+
+
+def test_bench_names_runners_by_package_and_fits_80_columns(tmp_path):
+    """The shipped FP32 and INT8 packages: runners named by backend and precision, the sub-graphs an INT8
+    package keeps in float listed, the INT8/FP32 ratio printed, every line within 80 columns, a titled chart."""
+    import os
+
+    from lldif_edge.package import load_manifest
+
+    weights = Path("lldif_edge/weights")
+    chart = tmp_path / "bench.png"
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "lldif_edge.cli", "bench", "--package", str(weights / "default_fp32"),
+                           "--package", str(weights / "default_int8"), "--runs", "4", "--rounds", "1", "--batch",
+                           "2", "--chart", str(chart)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, proc.stdout
+    assert any(line.startswith("│ onnxruntime fp32 ") for line in lines)
+    assert any(line.startswith("│ onnxruntime int8 ") for line in lines)
+    assert "onnxruntime: INT8 takes" in proc.stdout and "x the FP32 time per face" in proc.stdout
+    _, manifest = load_manifest(weights / "default_int8")
+    in_float = [g for g, v in manifest["graphs"].items() if v["precision"] != "int8"]
+    text = " ".join(proc.stdout.split())
+    if in_float:
+        assert f"kept in FP32: {', '.join(in_float)}" in text
+    if "torch" in text:
+        assert "torch teacher (" in text and "-step sampler)" in text
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_int8_export_says_why_it_calibrated_on_fewer_faces(capsys):
+    from lldif_edge.cli import _print_int8
+
+    report = {"out": "pkg", "seconds": 1.0, "graphs": {},
+              "calibration": {"count": 64, "requested": 256, "source": "data-free: drawn dark faces",
+                              "data_free": {}, "method": "minmax", "target": "cpu", "activation_type": "U8",
+                              "weight_type": "S8", "kept_float": []},
+              "verification": {"source": "generated faces", "sub-graphs": {"top1_agreement": 1.0},
+                               "measured_with": "onnxruntime"}}
+    _print_int8(report)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "calibrated on 64 faces" in err and "data-free calibration generates at most that many" in err
+    report["calibration"].update(requested=64)
+    _print_int8(report)
+    assert "at most" not in capsys.readouterr().err
