@@ -1,16 +1,15 @@
 """TensorRT backend: everything that can be checked without TensorRT or a GPU.
 
-NOT EXECUTED HERE: the real TensorRT build and run path. This machine has no GPU and no `tensorrt` or
-`cuda-python`; nothing in this file loads libnvinfer or touches CUDA. The pure helpers (cache key, cache
-reuse, dtype mapping, profiles, precision, Q/DQ detection, feed validation) are tested directly. The
-orchestration in `TensorRTBackend` (build -> cache -> load -> run -> chunk -> rebuild) is exercised against
-small fakes of the `tensorrt` and `cuda.bindings.runtime` modules written from NVIDIA's documented TensorRT 10
-and cuda-python APIs: they check our control flow and data movement, not TensorRT's behaviour.
+NOT EXECUTED HERE: the real TensorRT build and run path (no GPU, no libnvinfer); scripts/gpu_check.sh runs it
+on a GPU machine. The pure helpers (cache key, cache reuse, dtype mapping, profiles, precision, Q/DQ
+detection, feed validation) are tested directly. The orchestration in `TensorRTBackend` (build -> cache ->
+load -> run -> chunk -> rebuild) runs against the fakes in tests/fake_tensorrt.py, whose names, signatures
+and errors tests/test_tensorrt_api.py checks against the real TensorRT 10.3 / 11.x bindings and cuda-python:
+they check our control flow and data movement, not TensorRT's numerics or kernels.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_tensorrt import MAGIC, NULLPTR, FakeCudart, make_fake_trt
 
 from lldif_edge.errors import BackendError
 from lldif_edge.runtimes import tensorrt_backend as tb
@@ -338,242 +338,7 @@ def test_runtime_import_does_not_pull_torch():
 
 
 # ------------------------------------------------------------------ fakes of tensorrt and cuda-python
-# Written from the documented TensorRT 10 Python API and cuda-python's (error, value) return convention.
-# They validate our orchestration only; see the module docstring.
-MAGIC = b"FAKE-TRT-ENGINE:"
-
-
-class FakeCudart:
-    class cudaError_t:  # noqa: N801 - mirrors cuda-python's names
-        cudaSuccess = 0
-
-    class cudaMemcpyKind:  # noqa: N801
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    def __init__(self, n_gpus: int = 1):
-        self.n_gpus, self.mem, self.next = n_gpus, {}, 0x1000
-        self.mallocs, self.frees, self.devices_set = 0, 0, []
-
-    def cudaGetDeviceCount(self):  # noqa: N802
-        return 0, self.n_gpus
-
-    def cudaGetDeviceProperties(self, i):  # noqa: N802
-        return 0, types.SimpleNamespace(name=b"Fake Orin\0\0\0", major=8, minor=7, totalGlobalMem=8 << 30)
-
-    def cudaGetErrorString(self, err):  # noqa: N802
-        return 0, b"fake error"
-
-    def cudaSetDevice(self, i):  # noqa: N802
-        self.devices_set.append(i)
-        return (0,)
-
-    def cudaMalloc(self, n):  # noqa: N802
-        ptr, self.next = self.next, self.next + ((n + 0xFFF) // 0x1000 + 1) * 0x1000
-        self.mem[ptr] = bytearray(n)
-        self.mallocs += 1
-        return 0, ptr
-
-    def cudaFree(self, ptr):  # noqa: N802
-        del self.mem[ptr]
-        self.frees += 1
-        return (0,)
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):  # noqa: N802
-        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
-            assert n <= len(self.mem[dst])
-            self.mem[dst][:n] = ctypes.string_at(src, n)
-        else:
-            ctypes.memmove(dst, bytes(self.mem[src][:n]), n)
-        return (0,)
-
-    def cudaStreamCreate(self):  # noqa: N802
-        return 0, 77
-
-    def cudaStreamSynchronize(self, stream):  # noqa: N802
-        return (0,)
-
-    def cudaStreamDestroy(self, stream):  # noqa: N802
-        return (0,)
-
-
-def _onnx_io(path):
-    """(inputs, outputs) as [(name, shape with -1 for symbolic dims)], like TensorRT's parsed network."""
-    model = onnx.load(str(path))
-    inits = {i.name for i in model.graph.initializer}
-
-    def shape(vi):
-        return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-
-    return ([(i.name, shape(i)) for i in model.graph.input if i.name not in inits],
-            [(o.name, shape(o)) for o in model.graph.output])
-
-
-def make_fake_trt(cudart: FakeCudart, version: str = "10.3.0", weak_flags: bool = True):
-    trt = types.SimpleNamespace(__version__=version, builds=[], contexts=0)
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity=2: None})
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if weak_flags else {}))
-
-    class Network:
-        def __init__(self):
-            self.inputs, self.outputs = [], []
-
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
-
-        def get_input(self, i):
-            name, shape = self.inputs[i]
-            return types.SimpleNamespace(name=name, shape=tuple(shape))
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            self.network = network
-
-        def parse_from_file(self, path):
-            self.network.inputs, self.network.outputs = _onnx_io(path)
-            return True
-
-    class TimingCache:
-        def __init__(self, blob):
-            self.blob = bytes(blob)
-
-        def serialize(self):
-            return self.blob + b"+"
-
-    class Config:
-        def __init__(self):
-            self.flags, self.profiles, self.timing, self.pool = [], [], None, None
-
-        def set_flag(self, f):
-            self.flags.append(f)
-
-        def set_memory_pool_limit(self, pool, n):
-            self.pool = (pool, n)
-
-        def add_optimization_profile(self, p):
-            self.profiles.append(p)
-
-        def create_timing_cache(self, blob):
-            return TimingCache(blob)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.timing = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.timing
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            assert flags == 0
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            shapes = config.profiles[0].shapes if config.profiles else {}
-            for name, shape in network.inputs:  # TensorRT needs a profile entry for every dynamic input
-                if -1 in shape and name not in shapes:
-                    return None
-            trt.builds.append({"flags": list(config.flags), "profile": shapes, "pool": config.pool,
-                               "timing_in": config.timing.blob if config.timing else None})
-            info = {"inputs": network.inputs, "outputs": network.outputs,
-                    "max_batch": max((hi[0] for _, _, hi in shapes.values()), default=1)}
-            return MAGIC + json.dumps(info).encode()
-
-    class Context:
-        """Computes y = 2 * x + s (the affine test graph) from the fake device memory."""
-
-        def __init__(self, engine):
-            self.engine, self.shapes, self.addr = engine, {}, {}
-
-        def set_input_shape(self, name, shape):
-            if shape[0] > self.engine.info["max_batch"] and dict(self.engine.info["inputs"])[name][0] == -1:
-                return False
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            shape = dict(self.engine.info["inputs"] + self.engine.info["outputs"])[name]
-            batch = self.shapes.get("x", (1,))[0]
-            return [batch if d == -1 else d for d in shape]
-
-        def set_tensor_address(self, name, ptr):
-            self.addr[name] = ptr
-            return True
-
-        def execute_async_v3(self, stream):
-            assert isinstance(stream, int)
-
-            def read(name):
-                shape = self.shapes[name]
-                n = int(np.prod(shape)) * 4
-                return np.frombuffer(bytes(cudart.mem[self.addr[name]][:n]), np.float32).reshape(shape)
-
-            y = (2 * read("x") + read("s")).astype(np.float32)
-            cudart.mem[self.addr["y"]][:y.nbytes] = y.tobytes()
-            return True
-
-    class Engine:
-        def __init__(self, info):
-            self.info = info
-            self.io = ([(n, s, "INPUT") for n, s in info["inputs"]]
-                       + [(n, s, "OUTPUT") for n, s in info["outputs"]])
-
-        @property
-        def num_io_tensors(self):
-            return len(self.io)
-
-        def get_tensor_name(self, i):
-            return self.io[i][0]
-
-        def get_tensor_mode(self, name):
-            return {n: m for n, _, m in self.io}[name]
-
-        def get_tensor_dtype(self, name):
-            return types.SimpleNamespace(name="FLOAT")
-
-        def get_tensor_shape(self, name):
-            return list({n: s for n, s, _ in self.io}[name])
-
-        def create_execution_context(self):
-            trt.contexts += 1
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            data = bytes(data)
-            if not data.startswith(MAGIC):
-                return None
-            try:
-                return Engine(json.loads(data[len(MAGIC):]))
-            except ValueError:
-                return None
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
-    return trt
+# tests/fake_tensorrt.py; tests/test_tensorrt_api.py checks them against the real modules.
 
 
 @pytest.fixture
@@ -684,16 +449,48 @@ def test_fake_refuses_cpu_target_int8_before_building(fake, tmp_path):
     assert "\n" not in str(e.value) and trt.builds == []
 
 
-def test_fake_trt11_without_precision_flags(monkeypatch, tmp_path):
-    """TensorRT >= 11 removed BuilderFlag.FP16/INT8: Q/DQ still builds int8, fp16 is refused clearly."""
+def test_fake_trt11_without_precision_flags(monkeypatch, tmp_path, caplog):
+    """TensorRT 11 removed BuilderFlag.FP16/INT8: Q/DQ still builds int8 with no flags, fp16 is refused with
+    one line, and int8 on an unquantised graph falls back to fp32 (not to the fp16 it cannot build)."""
+    monkeypatch.delenv(tb.PRECISION_ENV, raising=False)
     cudart = FakeCudart()
-    trt = make_fake_trt(cudart, version="11.0.0", weak_flags=False)
+    trt = make_fake_trt(cudart, version="11.4.0.106", weak_typing=False)
     monkeypatch.setattr(tb, "_import_trt", lambda: trt)
     monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+    assert not tb.weakly_typed(trt) and tb.weakly_typed(make_fake_trt(cudart))
     b = tb.TensorRTBackend(_qdq_onnx(tmp_path / "q.onnx"), cache_dir=tmp_path / "c")
     assert b.precision == "int8" and trt.builds[-1]["flags"] == []
-    with pytest.raises(BackendError, match="FP16"):
-        tb.TensorRTBackend(_affine_onnx(tmp_path / "a.onnx"), cache_dir=tmp_path / "c", precision="fp16")
+    a = _affine_onnx(tmp_path / "a.onnx")
+    with pytest.raises(BackendError, match="11.4.0.106 has no FP16 builder flag") as e:
+        tb.TensorRTBackend(a, cache_dir=tmp_path / "c", precision="fp16")
+    assert "\n" not in str(e.value)
+    with caplog.at_level(logging.WARNING, logger=tb.__name__):
+        assert tb.TensorRTBackend(a, cache_dir=tmp_path / "c", precision="int8").precision == "fp32"
+    assert "building fp32" in caplog.text and trt.builds[-1]["flags"] == []
+    assert tb.builder_flags("int8", weak_typing=False) == [] and tb.builder_flags("fp32", False) == []
+
+
+def test_fake_covers_every_name_the_backend_uses():
+    """The fakes provide all of TRT_API (and test_tensorrt_api.py checks each fake name against the real one)."""
+    assert tb.missing_trt_api(make_fake_trt(FakeCudart())) == []
+    assert tb.missing_trt_api(make_fake_trt(FakeCudart(), weak_typing=False)) == []
+    assert len(set(tb.TRT_API)) == len(tb.TRT_API)
+
+
+def test_fake_failed_tensorrt_objects_are_one_line_errors(monkeypatch, tmp_path):
+    """The bindings raise TypeError('...factory function returned nullptr') when libnvinfer cannot create a
+    runtime or builder (seen with the real 10.3 and 11.4 modules): a one-line BackendError instead."""
+    monkeypatch.delenv(tb.PRECISION_ENV, raising=False)
+    cudart = FakeCudart()
+    a = _affine_onnx(tmp_path / "a.onnx")
+    monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+    for what, cls in (("runtime", "Runtime"), ("builder", "Builder"), ("ONNX parser", "OnnxParser")):
+        trt = make_fake_trt(cudart, create_fails=(cls,))
+        monkeypatch.setattr(tb, "_import_trt", lambda trt=trt: trt)
+        tb._probe.cache_clear()
+        with pytest.raises(BackendError, match=f"cannot create the TensorRT {what}") as e:
+            tb.TensorRTBackend(a, cache_dir=tmp_path / "c", rebuild=True)
+        assert NULLPTR in str(e.value) and "\n" not in str(e.value) and trt.builds == []
 
 
 def test_fake_chunks_batches_above_max_batch(fake):
@@ -761,6 +558,21 @@ def test_fake_availability_reasons(monkeypatch):
     ok, why = tb.TensorRTBackend.availability()
     assert not ok and "no CUDA GPU" in why
 
+    tb._probe.cache_clear()  # no driver: what real cuda-python says on this machine
+    monkeypatch.setattr(tb, "_import_cudart", lambda: FakeCudart(driver=False))
+    ok, why = tb.TensorRTBackend.availability()
+    assert not ok and why == ("no usable CUDA GPU (cudaGetDeviceCount failed: CUDA driver version is "
+                              "insufficient for CUDA runtime version)")
+    monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
+
+    tb._probe.cache_clear()  # a future TensorRT that dropped a name the backend calls
+    trt = make_fake_trt(cudart, version="12.0.0")
+    del trt.IExecutionContext.execute_async_v3
+    monkeypatch.setattr(tb, "_import_trt", lambda: trt)
+    ok, why = tb.TensorRTBackend.availability()
+    assert not ok and why == ("TensorRT 12.0.0 lacks IExecutionContext.execute_async_v3 (this backend supports "
+                              "the TensorRT 10 and 11 Python API)")
+
     tb._probe.cache_clear()
     monkeypatch.setattr(tb, "_import_trt", lambda: make_fake_trt(cudart, version="8.6.1"))
     ok, why = tb.TensorRTBackend.availability()
@@ -779,17 +591,14 @@ def test_fake_availability_reasons(monkeypatch):
 def test_fake_parse_and_build_failures_are_one_line(fake, monkeypatch, tmp_path):
     trt, _, make = fake
 
-    class BadParser:
+    class BadParser(trt.OnnxParser):
         num_errors = 2
 
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
+        def parse_from_file(self, model):
             return False
 
-        def get_error(self, i):
-            return f"In node {i} (Foo): UNSUPPORTED_NODE: no importer\nstack..."
+        def get_error(self, index):
+            return trt.ParserError(f"In node {index} (Foo): UNSUPPORTED_NODE: no importer\nstack...")
 
     good_parser = trt.OnnxParser
     monkeypatch.setattr(trt, "OnnxParser", BadParser)

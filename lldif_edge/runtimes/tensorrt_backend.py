@@ -1,7 +1,11 @@
 """TensorRT backend: an engine built from the package's ONNX, cached per GPU, TensorRT version and ONNX file.
 
 Written against the TensorRT 10 Python API (name-based I/O tensors, `set_input_shape`, `set_tensor_address`,
-`execute_async_v3`); TensorRT 8 and 9 are refused. Nothing here imports torch.
+`execute_async_v3`), which TensorRT 11 keeps; TensorRT 8 and 9 are refused. Every TensorRT name used here is
+listed in `TRT_API`: a module that lacks one is refused with a one-line error naming it, and
+tests/test_tensorrt_api.py checks the list against the real 10.3 (JetPack 6) and 11.x bindings. Where the two
+lines differ (11 removed weak typing: BuilderFlag.FP16/INT8), the backend checks for the feature, never the
+version string. Nothing here imports torch.
 
 Choices, and why:
 
@@ -30,8 +34,9 @@ Choices, and why:
   else from the manifest's precision for the graph (option `manifest_precision`, or the manifest.json beside
   the ONNX), else by scanning the file for those op names. TensorRT accepts only symmetric int8 Q/DQ, so a
   graph quantised for ONNX Runtime's CPU target (uint8, asymmetric) is refused before building, with a
-  one-line error naming the fix. On TensorRT >= 11, which removed the FP16/INT8 builder flags (networks are
-  strongly typed), a Q/DQ graph still builds int8 and `fp16` is refused.
+  one-line error naming the fix. Where the FP16/INT8 builder flags are gone (TensorRT 11: networks are
+  strongly typed), a Q/DQ graph still builds int8 (the Q/DQ nodes set the types; layers outside them stay
+  fp32, with no fp16 fallback) and `fp16` is refused.
 * Cache (`$LLDIF_EDGE_CACHE/tensorrt`, default `~/.cache/lldif-edge/tensorrt`, or option `cache_dir`):
   `<onnx stem>-<key>.engine` plus a `.json` sidecar, where the key hashes the ONNX file's sha256, the GPU
   name, its compute capability, the TensorRT version, the effective precision and the batch profile. Any
@@ -78,6 +83,26 @@ DEFAULT_OPT_BATCH = 1
 OPTIONS = ("precision", "max_batch", "opt_batch", "workspace_mb", "cache_dir", "manifest_precision",
            "rebuild")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+# Every TensorRT name this backend uses, as "Class.member", present in both 10.3 and 11.x. Methods are called
+# with the arguments the 10.3 and 11.x signatures share (tests/test_tensorrt_api.py compares them).
+TRT_API = (
+    "Logger", "Logger.WARNING", "Runtime", "Runtime.deserialize_cuda_engine",
+    "Builder", "Builder.create_network", "Builder.create_builder_config", "Builder.create_optimization_profile",
+    "Builder.build_serialized_network",
+    "INetworkDefinition.num_inputs", "INetworkDefinition.get_input", "ITensor.name", "ITensor.shape",
+    "OnnxParser", "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error",
+    "ParserError.desc",
+    "IBuilderConfig.set_flag", "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.add_optimization_profile",
+    "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
+    "IOptimizationProfile.set_shape", "ITimingCache.serialize", "MemoryPoolType.WORKSPACE",
+    "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
+    "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.create_execution_context",
+    "TensorIOMode.INPUT", "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
+    "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
+)
+# Weak typing (precision chosen by builder flags): TensorRT 10 has these, TensorRT 11 removed them.
+WEAK_TYPING_FLAGS = ("FP16", "INT8")
 
 # TensorRT DataType member names -> numpy dtypes (by name, so it is testable without TensorRT).
 _TRT_TO_NUMPY = {
@@ -363,8 +388,9 @@ def qdq_incompatibility(path: Path) -> str | None:
     return None
 
 
-def resolve_precision(requested: str, qdq: bool) -> tuple[str, str | None]:
-    """(precision to build, warning or None) for the requested precision and whether the graph has Q/DQ."""
+def resolve_precision(requested: str, qdq: bool, weak_typing: bool = True) -> tuple[str, str | None]:
+    """(precision to build, warning or None) for the requested precision, whether the graph has Q/DQ and
+    whether the TensorRT has weak typing (the FP16 flag that int8 on an unquantised graph falls back to)."""
     if requested not in PRECISIONS:
         raise BackendError(f"tensorrt: precision must be one of {', '.join(PRECISIONS)}, got '{requested}'")
     if qdq:
@@ -373,15 +399,38 @@ def resolve_precision(requested: str, qdq: bool) -> tuple[str, str | None]:
                             f"not {requested}; export an unquantised package for {requested}")
         return "int8", None
     if requested == "int8":
-        return "fp16", ("the graph has no Q/DQ nodes and implicit INT8 calibration is not supported; "
-                        "building fp16 (quantise the package for int8)")
+        fallback = "fp16" if weak_typing else "fp32"
+        return fallback, ("the graph has no Q/DQ nodes and implicit INT8 calibration is not supported; "
+                          f"building {fallback} (quantise the package for int8)")
     if requested == "auto":
         return "fp32", None
     return requested, None
 
 
-def builder_flags(precision: str) -> list[str]:
-    """BuilderFlag member names a precision needs (INT8 keeps FP16 as the fallback for float layers)."""
+def missing_trt_api(trt) -> list[str]:
+    """The names in TRT_API that the `tensorrt` module lacks (empty for 10.x and 11.x)."""
+    missing = []
+    for dotted in TRT_API:
+        obj = trt
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(dotted)
+                break
+    return missing
+
+
+def weakly_typed(trt) -> bool:
+    """Whether builder flags choose the precision (TensorRT 10); TensorRT 11 builds strongly typed only."""
+    flags = getattr(trt, "BuilderFlag", None)
+    return all(getattr(flags, name, None) is not None for name in WEAK_TYPING_FLAGS)
+
+
+def builder_flags(precision: str, weak_typing: bool = True) -> list[str]:
+    """BuilderFlag member names a precision needs (INT8 keeps FP16 as the fallback for float layers). Without
+    weak typing there are none: Q/DQ nodes alone make a graph int8, and fp16 is refused before building."""
+    if not weak_typing:
+        return []
     return {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
 
 
@@ -481,6 +530,17 @@ def _check(cudart, result, what: str):
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
+def _create(what: str, factory, *args):
+    """A TensorRT object from its constructor. When libnvinfer cannot create one (no usable GPU, out of
+    memory) the bindings raise TypeError "factory function returned nullptr": make that a one-line error."""
+    try:
+        return factory(*args)
+    except (TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(f"tensorrt: cannot create the TensorRT {what} ({first}); see TensorRT's log "
+                           "above") from e
+
+
 def _parser_error(err) -> str:
     """One line from an ONNX parser error (its str() in TensorRT's samples; desc() as the fallback)."""
     text = str(err)
@@ -521,6 +581,11 @@ def _probe() -> tuple[bool, str, tuple[GpuInfo, ...], str]:
         major = 0
     if major < MIN_TRT_MAJOR:
         why = f"TensorRT {version} is installed; this backend needs TensorRT >= {MIN_TRT_MAJOR}"
+        return False, why, (), version
+    missing = missing_trt_api(trt)
+    if missing:
+        why = (f"TensorRT {version} lacks {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if
+               len(missing) > 3 else "") + " (this backend supports the TensorRT 10 and 11 Python API)")
         return False, why, (), version
     try:
         cudart = _import_cudart()
@@ -578,17 +643,18 @@ class TensorRTBackend(Backend):
         self._cudart = cudart = _import_cudart()
         self.max_batch, self.opt_batch = opts["max_batch"], opts["opt_batch"]
         self.requested_precision = opts["precision"]
-        self.precision, warning = resolve_precision(opts["precision"], onnx_has_qdq(self.model_path,
-                                                                                  opts["manifest_precision"]))
+        self._weak_typing = weakly_typed(trt)
+        qdq = onnx_has_qdq(self.model_path, opts["manifest_precision"])
+        self.precision, warning = resolve_precision(opts["precision"], qdq, self._weak_typing)
         if warning:
             log.warning("tensorrt: %s: %s", self.model_path.name, warning)
         if self.precision == "int8":
             problem = qdq_incompatibility(self.model_path)
             if problem:
                 raise BackendError(f"tensorrt cannot build {self.model_path.name}: {problem}")
-        if self.precision == "fp16" and getattr(trt.BuilderFlag, "FP16", None) is None:
+        if self.precision == "fp16" and not self._weak_typing:
             raise BackendError(f"tensorrt: TensorRT {trt_version} has no FP16 builder flag (strongly typed "
-                               "networks only); use precision fp32, or export an fp16 ONNX")
+                               "networks only); use precision fp32, or a Q/DQ int8 package")
         self._workspace_mb = opts["workspace_mb"]
 
         _check(cudart, cudart.cudaSetDevice(self.gpu.index), "cudaSetDevice")
@@ -603,7 +669,7 @@ class TensorRTBackend(Backend):
         self._timing_path = folder / f"timing-{tkey}.cache"
 
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = _create("runtime", trt.Runtime, self._logger)
         self.engine, self.engine_source = self._load_or_build(opts["rebuild"])
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -655,9 +721,9 @@ class TensorRTBackend(Backend):
         log.warning("tensorrt: building a %s engine for %s on %s (first run only; can take minutes on "
                     "Jetson), cached in %s", self.precision, self.model_path.name, self.gpu.name,
                     self.engine_path.parent)
-        builder = trt.Builder(self._logger)
-        network = builder.create_network(0)  # TensorRT 10: always explicit batch
-        parser = trt.OnnxParser(network, self._logger)
+        builder = _create("builder", trt.Builder, self._logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10 and 11
+        parser = _create("ONNX parser", trt.OnnxParser, network, self._logger)
         if not parser.parse_from_file(str(self.model_path)):
             errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
             errors = errors or ["unknown error"]
@@ -673,10 +739,8 @@ class TensorRTBackend(Backend):
             config.add_optimization_profile(profile)
         if self._workspace_mb:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._workspace_mb << 20)
-        for flag_name in builder_flags(self.precision):
-            flag = getattr(trt.BuilderFlag, flag_name, None)
-            if flag is not None:  # TensorRT >= 11 has no FP16/INT8 flags: Q/DQ alone selects int8 there
-                config.set_flag(flag)
+        for flag_name in builder_flags(self.precision, self._weak_typing):
+            config.set_flag(getattr(trt.BuilderFlag, flag_name))
         timing = self._attach_timing_cache(config)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
