@@ -222,18 +222,29 @@ def evaluate(
     tta: bool = typer.Option(False, help="Checkpoint only: average with the horizontally flipped face"),
     exclude: Path | None = typer.Option(None, help="Training folder: drop byte-identical images from --data"),
     confusion: Path | None = typer.Option(None, help="Write the confusion matrix as PNG here"),
+    calibration_plot: Path | None = typer.Option(None, "--calibration-plot",
+                                                 help="Write the reliability diagram (before and after the "
+                                                      "package's confidence calibration) as PNG here"),
+    coverage_plot: Path | None = typer.Option(None, "--coverage-plot",
+                                              help="Write accuracy against coverage (answering only faces above "
+                                                   "a confidence, `run --min-confidence`) as PNG here"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
-    """Accuracy, per-class recall and macro-F1 of a checkpoint or a package on a labelled folder."""
-    if confusion:
-        check_output(confusion, "--confusion")
+    """Accuracy, per-class recall and macro-F1 of a checkpoint or a package on a labelled folder; the expected
+    calibration error of its confidence before and after calibration, and accuracy against coverage."""
+    for option, path in (("--confusion", confusion), ("--calibration-plot", calibration_plot),
+                         ("--coverage-plot", coverage_plot)):
+        if path:
+            check_output(path, option)
     from lldif_edge.metrics import classification_report, write_confusion_png
 
     extra: dict = {}
+    manifest = None  # a package's: its confidence calibration
     if package is not None or model is None and _torch_missing():
         from lldif_edge.runtimes import load_pipeline
 
         pipe = load_pipeline(package, backend=backend, device=device)
+        manifest = pipe.manifest
         classes = pipe.classes
         ds, images, dropped = _load_eval_images(data, classes, pipe.input_size, 1 if pipe.grayscale else 3,
                                                 exclude, darken_data, seed)
@@ -265,14 +276,68 @@ def evaluate(
                      parameters=inference_parameters(net), mmacs_per_face=round(count_macs(net) / 1e6, 1))
     report = classification_report(ds.labels, logits.argmax(-1), classes)
     report.update(model=source, data=str(data), darkened=darken_data, seed=seed, duplicates_dropped=dropped, **extra)
+    report.update(_confidence_report(logits, ds.labels, manifest))
     if as_json:
         print(json.dumps(report), flush=True)
     else:
         _print_report(report)
+        _print_confidence(report)
     if confusion:  # after the report: a failed write never loses the accuracy
         title = f"{Path(source).name} on {data.name}: acc {report['accuracy']:.4f}"
         _late_write("--confusion", confusion,
                     lambda: write_confusion_png(report["confusion"], classes, confusion, title))
+    if calibration_plot or coverage_plot:
+        from lldif_edge.metrics import write_reliability_png, write_risk_coverage_png
+
+        c, name = report["confidence"], f"{Path(source).name} on {data.name}{' (darkened)' if darken_data else ''}"
+        before = {"name": "softmax", "bins": c["reliability_before"], "ece": c["ece_before"]}
+        after = {"name": "calibrated", "bins": c["reliability_after"], "ece": c["ece_after"]}
+        if calibration_plot:
+            _late_write("--calibration-plot", calibration_plot, lambda: write_reliability_png(
+                before, after if c["calibrated"] else None, calibration_plot, name))
+        if coverage_plot:
+            _late_write("--coverage-plot", coverage_plot,
+                        lambda: write_risk_coverage_png(report["risk_coverage"], coverage_plot, name))
+
+
+def _confidence_report(logits, labels, manifest: dict | None) -> dict:
+    """ECE of the plain softmax and of the package's calibrated probabilities (a checkpoint has no calibration),
+    reliability bins of both, and the risk-coverage curve of the calibrated confidence."""
+    import numpy as np
+
+    from lldif_edge.metrics import (
+        ECE_BINS,
+        calibrated_probabilities,
+        expected_calibration_error,
+        reliability_bins,
+        risk_coverage,
+    )
+    from lldif_edge.package import CONFIDENCE_KEY, confidence_calibration
+
+    t, e = confidence_calibration(manifest) if manifest else (1.0, 0.0)
+    raw, probs = calibrated_probabilities(logits), calibrated_probabilities(logits, t, e)
+    entry = (manifest or {}).get(CONFIDENCE_KEY) or {}
+    return {
+        "confidence": {
+            "calibrated": (t, e) != (1.0, 0.0), "temperature": t, "label_smoothing": e,
+            "fitted_on": entry.get("fitted_on"), "ece_bins": ECE_BINS,
+            "ece_before": expected_calibration_error(raw, labels),
+            "ece_after": expected_calibration_error(probs, labels),
+            "reliability_before": reliability_bins(raw, labels),
+            "reliability_after": reliability_bins(probs, labels)},
+        "risk_coverage": risk_coverage(probs.max(-1), probs.argmax(-1) == np.asarray(labels)),
+    }
+
+
+def _print_confidence(report: dict) -> None:
+    c, rc = report["confidence"], {p["coverage"]: p for p in report["risk_coverage"]["points"]}
+    how = (f"calibrated (temperature {c['temperature']:.3f}, label smoothing undone {c['label_smoothing']:.3f})"
+           if c["calibrated"] else "not calibrated (plain softmax)")
+    console.print(f"confidence {how}: ECE ({c['ece_bins']} bins) {c['ece_before']:.4f} before, "
+                  f"{c['ece_after']:.4f} after", highlight=False)
+    console.print("accuracy when answering only the most confident faces: " + ", ".join(
+        f"{cov:.0%} of faces {rc[cov]['accuracy']:.3f} (--min-confidence {rc[cov]['threshold']:.2f})"
+        for cov in (0.5, 0.8, 1.0)), highlight=False)
 
 
 @app.command()
@@ -413,9 +478,16 @@ def export(
                                                             "no int16 saturation on x86 without VNNI)"),
     int8_keep_faster: bool = typer.Option(False, "--int8-keep-faster", help="--int8: also keep in FP32 the "
                                           "sub-graphs whose INT8 version is slower on this machine"),
+    confidence_data: Path | None = typer.Option(
+        None, "--confidence-data", help="Labelled folder of held-out faces (never the training images) to calibrate "
+        "the package's confidence on, each darkened and in normal light (default: none, the plain softmax)"),
+    confidence_exclude: Path | None = typer.Option(
+        None, "--confidence-exclude", help="Training folder: drop byte-identical images from --confidence-data"),
 ) -> None:
     """Export a checkpoint into a verified model package of ONNX sub-graphs (FP32, or INT8 with --int8)."""
     check_output(out, "--out", folder=True)
+    if confidence_exclude and not confidence_data:
+        raise LldifError("--confidence-exclude only applies with --confidence-data")
     if not int8:
         given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
                                       ("--int8-exclude", int8_exclude),
@@ -431,18 +503,53 @@ def export(
         report = export_int8(model, out, calib=calib, calib_camera=calib_camera, calib_count=calib_count,
                              method=calib_method, darken=darken_calib, target=int8_target, eval_dir=eval_dir,
                              force=force, exclude=exclude, steps=steps, opset=opset, verify_data=verify_data,
-                             keep_faster_subgraphs=int8_keep_faster, reduce_range=int8_reduce_range)
+                             keep_faster_subgraphs=int8_keep_faster, reduce_range=int8_reduce_range,
+                             confidence_data=confidence_data, confidence_exclude=confidence_exclude)
         _print_int8(report)
+        _print_calibration(report["confidence_calibration"])
         return
     from lldif_edge.export.onnx_export import export_package
 
     manifest = export_package(model, out, steps=steps, opset=opset, fused=fused, force=force,
-                              verify_data=verify_data)
+                              verify_data=verify_data, confidence_data=confidence_data,
+                              confidence_exclude=confidence_exclude)
     v = manifest["verification"]
     console.print(f"wrote {out}: "
                   + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))
     console.print(f"verified on {v['source']}: max |logit diff| {v['sub-graphs']['max_abs_logit_diff']:.1e}, "
                   f"top-1 agreement {v['sub-graphs']['top1_agreement']:.4f}; OpenVINO reads it: {v['openvino_reads']}")
+    _print_calibration(manifest["confidence_calibration"])
+
+
+def _print_calibration(c: dict) -> None:
+    if not c.get("fitted_on"):
+        console.print(f"[yellow]confidence not calibrated: {c['note']}", highlight=False)
+        return
+    x = c["cross_fitted"]
+    console.print(f"confidence calibrated on {c['fitted_on']['faces']} faces of {c['fitted_on']['data']}: "
+                  f"temperature {c['temperature']:.3f}, label smoothing undone {c['label_smoothing']:.3f}; "
+                  f"ECE ({c['ece_bins']} bins, {x['folds']}-fold cross-fitted) in the dark "
+                  f"{x['dark']['ece_before']:.4f} -> {x['dark']['ece_after']:.4f}, in normal light "
+                  f"{x['normal']['ece_before']:.4f} -> {x['normal']['ece_after']:.4f}", highlight=False)
+
+
+@app.command("calibrate-confidence")
+def calibrate_confidence(
+    package: Path = typer.Option(..., help="Model package folder whose manifest gets the calibration"),
+    data: Path = typer.Option(..., help="Labelled folder of held-out faces <root>/<class>/*.jpg (never the "
+                                        "training images); each is used darkened and in normal light"),
+    exclude: Path | None = typer.Option(None, help="Training folder: drop byte-identical images from --data"),
+    seed: int = typer.Option(0, help="Seed of the darkening"),
+    backend: str = typer.Option("onnxruntime", help="Runtime backend that computes the logits"),
+) -> None:
+    """Fit a package's confidence calibration (temperature, undone label smoothing) on held-out faces and write
+    it into its manifest; the sub-graphs stay as they are. `export --confidence-data` does the same at export."""
+    from lldif_edge.calibration.confidence import calibrate_package
+    from lldif_edge.package import MANIFEST
+
+    if (package / MANIFEST).is_file():
+        check_output(package / MANIFEST, "--package")
+    _print_calibration(calibrate_package(package, data, exclude, seed, backend))
 
 
 def _print_int8(r: dict) -> None:
@@ -641,6 +748,10 @@ def run_app(
     threads: int = typer.Option(1, help="Runtime threads per classification call"),
     detect_every: int = typer.Option(10, min=1, help="Full-frame face detection every N frames; in between, "
                                                       "known faces are re-found near their last box"),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
+                                         help="Label 'not sure' (JSON: label null, with the probabilities) when "
+                                              "the calibrated confidence is under P; `eval` shows the accuracy "
+                                              "each P buys"),
 ) -> None:
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
     if record:
@@ -652,7 +763,7 @@ def run_app(
     try:
         rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
                               detector_model=detector_model, brighten=brighten, threads=threads,
-                              detect_every=detect_every)
+                              detect_every=detect_every, min_confidence=min_confidence)
     except BaseException:
         source.close()
         raise
@@ -697,7 +808,7 @@ class _ImageResults:
             if not faces:
                 table.add_row(name, "", "no face found", "", "")
             for i, f in enumerate(faces, 1):
-                table.add_row(name if i == 1 else "", str(i), f["label"], f"{f['confidence']:.2f}",
+                table.add_row(name if i == 1 else "", str(i), f["label"] or "not sure", f"{f['confidence']:.2f}",
                               ",".join(str(v) for v in f["box"]))
         Console().print(table)
         sys.stdout.flush()  # the table before the summary line on stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -24,6 +25,24 @@ DEFAULT_PACKAGES = (WEIGHTS_DIR / "default_int8", WEIGHTS_DIR / "default_fp32")
 # A graph may carry variant files that a backend runs instead of its main file on some machines: the same
 # inputs, outputs and numbers, encoded for a faster kernel there (see `Pipeline.graph_path`).
 ORT_AMX_VARIANT = "onnxruntime-cpu-amx"
+
+
+# How the runtime turns logits into probabilities (`metrics.calibrated_probabilities`): a temperature and the
+# label smoothing to undo, fitted at export on held-out faces (`calibration.confidence`). Absent: plain softmax.
+CONFIDENCE_KEY = "confidence_calibration"
+
+
+def confidence_calibration(manifest: dict) -> tuple[float, float]:
+    """(temperature, label_smoothing) of a package; (1, 0), the plain softmax, when its manifest has none."""
+    c = manifest.get(CONFIDENCE_KEY) or {}
+    try:
+        t, e = float(c.get("temperature", 1.0)), float(c.get("label_smoothing", 0.0))
+    except (AttributeError, TypeError, ValueError):
+        t = e = math.nan
+    if not (math.isfinite(t) and t > 0 and 0 <= e < 1):
+        raise PackageError(f"manifest: {CONFIDENCE_KEY} needs a temperature > 0 and a label_smoothing in [0, 1), "
+                           f"got {c!r}; re-export the package or fit it again (lldif-edge calibrate-confidence)")
+    return t, e
 
 
 def sha256_file(path: str | Path) -> str:

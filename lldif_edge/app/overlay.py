@@ -13,6 +13,8 @@ COLORS = {
     "sad": (200, 120, 40), "surprise": (240, 200, 0), "neutral": (200, 200, 200),
 }
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+NOT_SURE = "not sure"  # what a face whose label is None ("min_confidence") shows
+NOT_SURE_COLOR = (128, 128, 128)
 
 
 def label_color(label: str) -> tuple[int, int, int]:
@@ -23,15 +25,24 @@ def label_color(label: str) -> tuple[int, int, int]:
     return c
 
 
+def shown_label(face) -> tuple[str | None, float]:
+    """What the overlay shows: the track's smoothed label when the face is tracked, else this frame's."""
+    if face.track_id >= 0 and getattr(face, "track_confidence", None) is not None:
+        return face.track_label, face.track_confidence
+    return face.label, face.confidence
+
+
 def draw_face(frame: np.ndarray, face) -> None:
-    """Box, `#id label 87%` above it and a confidence bar below it (inside the frame when near an edge)."""
+    """Box, `#id label 87%` above it and a confidence bar below it (inside the frame when near an edge); a
+    label of None (under the recognizer's min_confidence) shows as "not sure", in grey."""
     H, W = frame.shape[:2]
     x, y, w, h = face.box
-    color = label_color(face.label)
+    label, confidence = shown_label(face)
+    color = label_color(label) if label is not None else NOT_SURE_COLOR
     t = max(1, round(W / 400))
     scale = max(0.4, W / 1400)
     cv2.rectangle(frame, (x, y), (x + w, y + h), color, t)
-    text = (f"#{face.track_id} " if face.track_id >= 0 else "") + f"{face.label} {face.confidence:.0%}"
+    text = (f"#{face.track_id} " if face.track_id >= 0 else "") + f"{label or NOT_SURE} {confidence:.0%}"
     (tw, th), base = cv2.getTextSize(text, FONT, scale, t)
     ty = y - 4 if y - th - base - 4 >= 0 else min(H - base, y + h + th + 12)
     cv2.rectangle(frame, (x, ty - th - base), (x + tw + 4, ty + base // 2), color, -1)
@@ -39,7 +50,7 @@ def draw_face(frame: np.ndarray, face) -> None:
     bar_h = max(3, h // 16)
     by = y + h + 3 if y + h + 3 + bar_h < H else max(0, y + h - bar_h - 3)
     cv2.rectangle(frame, (x, by), (x + w, by + bar_h), (60, 60, 60), -1)
-    cv2.rectangle(frame, (x, by), (x + round(w * min(max(face.confidence, 0.0), 1.0)), by + bar_h), color, -1)
+    cv2.rectangle(frame, (x, by), (x + round(w * min(max(confidence, 0.0), 1.0)), by + bar_h), color, -1)
 
 
 def draw_fps(frame: np.ndarray, fps: float) -> None:

@@ -4,6 +4,8 @@
 * `datafree`: BN-statistic synthesis of calibration images, and its uniform-noise control. Needs torch.
 * `quantize`: static QDQ quantization of one sub-graph with ONNX Runtime, node groups, operator counts.
 * `int8`: `export_int8`, the whole `lldif-edge export --int8`: checkpoint -> verified INT8 package + report.
+* `confidence`: confidence calibration of a package (temperature, undone label smoothing) on held-out faces.
+  Torch-free.
 
 Nothing is imported here, so `import lldif_edge.calibration.sources` stays light.
 """

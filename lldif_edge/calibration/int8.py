@@ -48,7 +48,7 @@ from lldif_edge.calibration.sources import collect_faces, open_source
 from lldif_edge.data import load_folder
 from lldif_edge.errors import LldifError, PackageError
 from lldif_edge.lowlight import darken_many
-from lldif_edge.package import ORT_AMX_VARIANT, PackageWriter, sha256_file, write_manifest
+from lldif_edge.package import CONFIDENCE_KEY, ORT_AMX_VARIANT, PackageWriter, sha256_file, write_manifest
 from lldif_edge.runtimes.pipeline import Pipeline, softmax
 from lldif_edge.synthetic import synthetic_faces
 
@@ -415,16 +415,20 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
                 force: bool = False, exclude: list[str] | None = None, steps: int | None = None,
                 opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool | None = None,
                 datafree_steps: int = 50, latency_runs: int = 200, min_agreement: float = MIN_AGREEMENT,
-                min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0) -> dict:
+                min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0,
+                confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
     """Write a verified INT8 package into `out`; returns the report (also in its manifest, 'int8_report').
 
     `calib`: a folder (face crops or photos) or a video file; `calib_camera`: a camera index; neither:
     data-free. `exclude`: None measures what to keep in float; a list (possibly empty) decides it instead
     (see `parse_exclude`). `keep_faster_subgraphs`: also keep in FP32 the sub-graphs whose INT8 version is
-    slower here (the unrolled denoiser on an AVX2 CPU). Nothing is written to `out` unless every step succeeds.
+    slower here (the unrolled denoiser on an AVX2 CPU). `confidence_data`, `confidence_exclude`: held-out
+    labelled faces to fit the INT8 package's confidence calibration on (`export_package`). Nothing is written to
+    `out` unless every step succeeds.
     """
+    from lldif_edge.calibration import confidence
     from lldif_edge.export.onnx_export import export_package
-    from lldif_edge.lldif.checkpoint import load_checkpoint
+    from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 
     settings = QuantSettings(target=target, method=method, reduce_range=reduce_range)
     t_start = time.perf_counter()
@@ -445,6 +449,10 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
         if eval_dir is not None:
             ds = load_folder(eval_dir, cfg.classes, cfg.input_size, channels)
             eval_set = (darken_many(ds.images, seed=0), ds.labels)
+        calib_faces = None
+        if confidence_data is not None:
+            calib_faces, dropped = confidence.load_faces(confidence_data, cfg.classes, cfg.input_size, channels,
+                                                         confidence_exclude, resolve_checkpoint(model_path))
 
         export_package(model_path, work / "fp32", steps=steps, opset=opset, force=True,
                        verify_data=verify_data)
@@ -502,8 +510,13 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
         if target == "cpu":
             calibration["onnxruntime_amx_variants"] = add_amx_variants(writer.tmp, manifest, sel_faces,
                                                                        max(latency_runs, 100))
+        # the INT8 logits differ a little from FP32's: the confidence is fitted on this package's own
+        manifest[CONFIDENCE_KEY] = confidence.NO_DATA if calib_faces is None else confidence.fit_confidence(
+            Pipeline(writer.tmp), calib_faces,
+            confidence.source_description(confidence_data, confidence_exclude, dropped))
         report = _report(bench, writer.tmp, fp32, config, calibration, selection, sel_faces, sel_desc, ref,
                          eval_set, latency_runs, min_agreement)
+        report["confidence_calibration"] = manifest[CONFIDENCE_KEY]
         report["seconds"] = round(time.perf_counter() - t_start, 1)
         manifest["int8_report"] = report
         manifest["verification"] = report["verification"]

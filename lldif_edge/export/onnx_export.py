@@ -23,7 +23,7 @@ from lldif_edge.errors import PackageError
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.lldif.model import LLDif, timestep_embedding
 from lldif_edge.lowlight import darken_many
-from lldif_edge.package import FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
+from lldif_edge.package import CONFIDENCE_KEY, FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
 
 
 def export_package(model_path: str | Path | None, out: str | Path, steps: int | None = None, opset: int = 17,
-                   fused: bool = False, force: bool = False, verify_data: str | Path | None = None) -> dict:
-    """Write and verify a package; returns its manifest. Nothing lands in `out` unless verification passes."""
+                   fused: bool = False, force: bool = False, verify_data: str | Path | None = None,
+                   confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
+    """Write and verify a package; returns its manifest. Nothing lands in `out` unless verification passes.
+    `confidence_data`: labelled held-out faces to fit the confidence calibration on (`calibration.confidence`),
+    without the images of `confidence_exclude` (the training folder); none: the plain softmax, said so."""
+    from lldif_edge.calibration import confidence
+
     ckpt = resolve_checkpoint(model_path)
     model, meta = load_checkpoint(ckpt)
     cfg = model.cfg
@@ -189,8 +194,13 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
         "pipeline": list(specs),
         "pipeline_fused": ["fused"] if fused else None,
         "calibration": None,
+        CONFIDENCE_KEY: confidence.NO_DATA,
         "tools": tool_versions(),
     }
+    calib_faces = None
+    if confidence_data is not None:  # before any slow work: a bad folder fails first
+        calib_faces, dropped = confidence.load_faces(confidence_data, cfg.classes, cfg.input_size,
+                                                     1 if cfg.grayscale else 3, confidence_exclude, ckpt)
     if cfg.prior:
         ts = model.sampler_timesteps()
         manifest["sampler"] = {
@@ -214,6 +224,12 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
                                         "bytes": path.stat().st_size, "inputs": inputs, "outputs": outputs}
         write_manifest(writer.tmp, manifest)
         manifest["verification"] = verify_package(model, writer.tmp, verify_data, fused)
+        if calib_faces is not None:
+            from lldif_edge.runtimes.pipeline import Pipeline
+
+            manifest[CONFIDENCE_KEY] = confidence.fit_confidence(
+                Pipeline(writer.tmp), calib_faces,
+                confidence.source_description(confidence_data, confidence_exclude, dropped))
         write_manifest(writer.tmp, manifest)
     return manifest
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from lldif_edge.data import to_model_pixels
 from lldif_edge.errors import LldifError
-from lldif_edge.package import ORT_AMX_VARIANT, load_manifest
+from lldif_edge.metrics import calibrated_probabilities
+from lldif_edge.package import ORT_AMX_VARIANT, confidence_calibration, load_manifest
 from lldif_edge.runtimes.registry import get_backend
 
 
@@ -37,6 +38,8 @@ class Pipeline:
         self.scale = np.float32(spec.get("scale", 1 / 255))
         self.mean = np.asarray(spec.get("mean", [0.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(spec.get("std", [1.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
+        # Logits -> probabilities is here, after every backend: each one gives the same calibrated confidence.
+        self.temperature, self.label_smoothing = confidence_calibration(m)
         order = m.get("pipeline_fused") if fused else m["pipeline"]
         if not order:
             raise LldifError(f"package {self.root} has no fused graph (export it with --fused)")
@@ -120,9 +123,13 @@ class Pipeline:
         return np.concatenate([self.logits(self.preprocess(faces[i:i + batch]))
                                for i in range(0, len(faces), batch)])
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities from this package's logits (the manifest's confidence calibration)."""
+        return calibrated_probabilities(logits, self.temperature, self.label_smoothing)
+
     def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities (N, len(classes)) for uint8 face crops."""
-        return softmax(self.logits(self.preprocess(faces)))
+        """Calibrated class probabilities (N, len(classes)) for uint8 face crops."""
+        return self.probabilities(self.logits(self.preprocess(faces)))
 
     def describe(self) -> str:
         main = {name: g["file"] for name, g in self.manifest["graphs"].items()}
