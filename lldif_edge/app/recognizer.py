@@ -37,8 +37,8 @@ class Predictor(Protocol):
 class Face:
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
     track_id: int  # stable over frames; -1 when tracking is off
-    label: str
-    confidence: float  # probability of `label` (smoothed over the track)
+    label: str | None  # None: "not sure", `confidence` is under the recognizer's `min_confidence`
+    confidence: float  # probability of the most likely class (smoothed over the track)
     probabilities: dict[str, float] = field(repr=False)  # class -> probability (smoothed over the track)
     score: float = 0.0  # detector score
 
@@ -61,6 +61,12 @@ def crop_box(box, frame_shape, margin: float = 0.1) -> tuple[int, int, int, int]
     return max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
 
 
+def check_min_confidence(p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise LldifError(f"min_confidence must be a probability in [0, 1], not {p}")
+    return float(p)
+
+
 def default_package() -> Path:
     """`lldif_edge/weights/default_int8`, else `default_fp32`, inside the installed package."""
     weights = Path(__file__).resolve().parent.parent / "weights"
@@ -73,14 +79,16 @@ def default_package() -> Path:
 class Recognizer:
     def __init__(self, predictor: Predictor, detector: Detector | None = None, *, margin: float = 0.1,
                  track: bool = True, iou_threshold: float = 0.3, max_missed: int = 5, smoothing: float = 0.4,
-                 max_faces: int = 16, color: str = "auto", detect_every: int = 10):
+                 max_faces: int = 16, color: str = "auto", detect_every: int = 10, min_confidence: float = 0.0):
         """`smoothing`: weight of the newest frame in the per-track moving average (1 = no smoothing).
         `color`: crops passed to the predictor: `rgb`, `gray`, or `auto` (gray if the predictor says
         `channels == 1`, else RGB). `detect_every`: with tracking, a full-frame detection every N frames of
         a stream; in between, known faces are re-found near their last box (detectors with `detect_near`),
         which is what makes 100+ FPS possible on a small CPU. New faces appear at most N-1 frames late.
         On this 2-core VM a full 640x480 Haar pass took 22.8 ms and a re-find 2.5 ms: every 5 frames the
-        loop ran at 99 FPS, every 10 at 121 FPS (scripts/endurance.py, 10,000 frames)."""
+        loop ran at 99 FPS, every 10 at 121 FPS (scripts/endurance.py, 10,000 frames).
+        `min_confidence`: a label (frame or track) whose calibrated probability is under it is None, "not sure",
+        and the probabilities still come; `lldif-edge eval` shows the accuracy each threshold buys."""
         self.predictor = predictor
         self.detector = detector if detector is not None else HaarDetector()
         self.classes = list(predictor.classes)
@@ -95,6 +103,7 @@ class Recognizer:
             raise LldifError(f"color must be rgb, gray or auto, not '{color}'")
         self.color = color
         self.detect_every = max(1, int(detect_every))
+        self.min_confidence = check_min_confidence(min_confidence)
         self._trackers: dict[object, Tracker] = {}
         self._recent: dict[object, tuple[int, list]] = {}  # stream -> (frames seen, last boxes)
         self._lock = threading.Lock()
@@ -188,7 +197,8 @@ class Recognizer:
     def _face(self, det, track_id: int, p: np.ndarray) -> Face:
         k = int(np.argmax(p))
         values = p.tolist()
-        return Face(tuple(int(v) for v in det[:4]), track_id, self.classes[k], float(values[k]),
+        label = self.classes[k] if values[k] >= self.min_confidence else None
+        return Face(tuple(int(v) for v in det[:4]), track_id, label, float(values[k]),
                     dict(zip(self.classes, values, strict=True)), float(det[4]) if len(det) > 4 else 0.0)
 
     def reset(self, stream: object = None) -> None:
