@@ -334,10 +334,10 @@ def _print_confidence(report: dict) -> None:
     how = (f"calibrated (temperature {c['temperature']:.3f}, label smoothing undone {c['label_smoothing']:.3f})"
            if c["calibrated"] else "not calibrated (plain softmax)")
     console.print(f"confidence {how}: ECE ({c['ece_bins']} bins) {c['ece_before']:.4f} before, "
-                  f"{c['ece_after']:.4f} after", highlight=False)
+                  f"{c['ece_after']:.4f} after", highlight=False, soft_wrap=True)
     console.print("accuracy when answering only the most confident faces: " + ", ".join(
         f"{cov:.0%} of faces {rc[cov]['accuracy']:.3f} (--min-confidence {rc[cov]['threshold']:.2f})"
-        for cov in (0.5, 0.8, 1.0)), highlight=False)
+        for cov in (0.5, 0.8, 1.0)), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -523,14 +523,14 @@ def export(
 
 def _print_calibration(c: dict) -> None:
     if not c.get("fitted_on"):
-        console.print(f"[yellow]confidence not calibrated: {c['note']}", highlight=False)
+        console.print(f"[yellow]confidence not calibrated: {c['note']}", highlight=False, soft_wrap=True)
         return
     x = c["cross_fitted"]
     console.print(f"confidence calibrated on {c['fitted_on']['faces']} faces of {c['fitted_on']['data']}: "
                   f"temperature {c['temperature']:.3f}, label smoothing undone {c['label_smoothing']:.3f}; "
                   f"ECE ({c['ece_bins']} bins, {x['folds']}-fold cross-fitted) in the dark "
                   f"{x['dark']['ece_before']:.4f} -> {x['dark']['ece_after']:.4f}, in normal light "
-                  f"{x['normal']['ece_before']:.4f} -> {x['normal']['ece_after']:.4f}", highlight=False)
+                  f"{x['normal']['ece_before']:.4f} -> {x['normal']['ece_after']:.4f}", highlight=False, soft_wrap=True)
 
 
 @app.command("calibrate-confidence")
@@ -735,9 +735,14 @@ def run_app(
     package: Path | None = typer.Option(None, help="Model package folder (default: the shipped INT8 one)"),
     backend: str = typer.Option("onnxruntime", help="onnxruntime | openvino | tensorrt"),
     device: str | None = typer.Option(None, help="Device of the backend (default: its best)"),
-    detector: str = typer.Option("haar", help="Face detector: haar | yunet"),
+    detector: str = typer.Option("auto", help="Face detector: yunet | haar | auto (YuNet when its model is given "
+                                              "or cached, else Haar)"),
     detector_model: Path | None = typer.Option(
         None, "--detector-model", help="YuNet .onnx (default: ~/.cache/lldif-edge or $LLDIF_EDGE_CACHE)"),
+    fetch_detector: bool = typer.Option(False, "--fetch-detector", help="Download the YuNet model into the cache "
+                                                                        "when it is not there (sha256-checked)"),
+    align: bool = typer.Option(True, "--align/--no-align", help="Turn faces upright and frame them like the "
+                                                                "training faces on YuNet's landmarks"),
     brighten: str = typer.Option("auto", help="Brighten the detector's input only (the classifier sees the "
                                               "original frame): none | gamma | clahe | gamma+clahe | auto "
                                               "(gamma on dark frames only)"),
@@ -756,14 +761,14 @@ def run_app(
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
     if record:
         check_output(record, "--record", suffixes=(".mp4",))
-    from lldif_edge.app import Recognizer, open_source
+    from lldif_edge.app import Recognizer, make_detector, open_source
     from lldif_edge.app import run as run_loop
 
     source = open_source(camera=camera, video=video, images=images)  # a bad camera fails within 5 s
     try:
-        rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
-                              detector_model=detector_model, brighten=brighten, threads=threads,
-                              detect_every=detect_every, min_confidence=min_confidence)
+        det = make_detector(detector, detector_model, brighten, fetch=fetch_detector)
+        rec = Recognizer.load(package, backend=backend, device=device, detector=det, threads=threads,
+                              detect_every=detect_every, min_confidence=min_confidence, align=align)
     except BaseException:
         source.close()
         raise
