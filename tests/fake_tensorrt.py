@@ -9,7 +9,8 @@ return types (in the annotations), and the errors the real modules give:
   build fails, `set_input_shape` / `set_tensor_address` / `execute_async_v3` / `parse_from_file` return bool;
 * the parser's `get_error` returns a ParserError with `desc()` and `__str__`;
 * cuda-python returns `(error, value)` tuples, `(error,)` for calls without a value and `(error, None)` when
-  the call fails; without a driver every call fails with cudaErrorInsufficientDriver (`driver=False`).
+  the call fails; without a driver every call fails with cudaErrorInsufficientDriver (`driver=False`), as
+  cuda-python 12.9 does (12.6 raises RuntimeError "Failed to dlopen libcuda.so.1" instead).
 
 tests/test_tensorrt_api.py compares every name and signature here with the real TensorRT 10.3 and 11.x
 bindings and the real cuda-python (tests/trt_api_probe.py), so a fake that drifts from the real API fails there.

@@ -563,6 +563,16 @@ def test_fake_availability_reasons(monkeypatch):
     ok, why = tb.TensorRTBackend.availability()
     assert not ok and why == ("no usable CUDA GPU (cudaGetDeviceCount failed: CUDA driver version is "
                               "insufficient for CUDA runtime version)")
+
+    tb._probe.cache_clear()  # cuda-python 12.6 (JetPack 6's) raises instead when libcuda.so.1 is absent
+    no_libcuda = FakeCudart()
+
+    def raises():
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    no_libcuda.cudaGetDeviceCount = raises
+    monkeypatch.setattr(tb, "_import_cudart", lambda: no_libcuda)
+    assert tb.TensorRTBackend.availability() == (False, "no usable CUDA GPU (Failed to dlopen libcuda.so.1)")
     monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
 
     tb._probe.cache_clear()  # a future TensorRT that dropped a name the backend calls
