@@ -170,9 +170,11 @@ def item_ort_cpu(work, args):
     return _runner(work, args, FP32, "onnxruntime", "cpu", "ort_cpu")
 
 
-def _cli(argv: list[str], timeout: float) -> str:
+def _cli(argv: list[str], timeout: float, cache: Path | None = None) -> str:
+    """Run `lldif-edge ARGV`; `cache`: the engine cache to use (the items' own, so bench reuses their engines)."""
+    env = {**os.environ, "LLDIF_EDGE_CACHE": str(cache)} if cache is not None else None
     proc = subprocess.run([sys.executable, "-m", "lldif_edge.cli", *argv], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
         raise RuntimeError(f"lldif-edge {argv[0]} exited {proc.returncode}: {last}")
@@ -305,7 +307,7 @@ def main() -> int:
             if left < 40:
                 raise TimeoutError("budget spent")
             out = _cli(["bench", "--backend", "all", *packages, "--runs", "50", "--rounds", "2", "--json"],
-                       timeout=left - 20)
+                       timeout=left - 20, cache=work / "cache")
             items["bench_all"] = {"status": "ok", "results": json.loads(out.strip().splitlines()[-1])}
         except Exception as e:
             items["bench_all"] = {"status": "failed", "why": f"{type(e).__name__}: {e}"}
