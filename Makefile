@@ -22,7 +22,7 @@ lint: venv
 # Python 3.10 (JetPack 6, ROS 2 Humble): ruff's py310 target rejects newer syntax, vermin newer library calls.
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/vermin --target=3.10- --violations --no-tips -q lldif_edge scripts tests examples
+	$(BIN)/vermin --target=3.10- --violations --no-tips lldif_edge scripts tests examples
 	$(BIN)/pytest
 
 # The main job on the embedded default model: INT8 export (data-free calibration: no images needed),
