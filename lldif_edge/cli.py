@@ -735,9 +735,14 @@ def run_app(
     package: Path | None = typer.Option(None, help="Model package folder (default: the shipped INT8 one)"),
     backend: str = typer.Option("onnxruntime", help="onnxruntime | openvino | tensorrt"),
     device: str | None = typer.Option(None, help="Device of the backend (default: its best)"),
-    detector: str = typer.Option("haar", help="Face detector: haar | yunet"),
+    detector: str = typer.Option("auto", help="Face detector: yunet | haar | auto (YuNet when its model is given "
+                                              "or cached, else Haar)"),
     detector_model: Path | None = typer.Option(
         None, "--detector-model", help="YuNet .onnx (default: ~/.cache/lldif-edge or $LLDIF_EDGE_CACHE)"),
+    fetch_detector: bool = typer.Option(False, "--fetch-detector", help="Download the YuNet model into the cache "
+                                                                        "when it is not there (sha256-checked)"),
+    align: bool = typer.Option(True, "--align/--no-align", help="Turn faces upright and frame them like the "
+                                                                "training faces on YuNet's landmarks"),
     brighten: str = typer.Option("auto", help="Brighten the detector's input only (the classifier sees the "
                                               "original frame): none | gamma | clahe | gamma+clahe | auto "
                                               "(gamma on dark frames only)"),
@@ -756,14 +761,14 @@ def run_app(
     """Detect faces, classify their expression, track and draw them, from a camera, a video or images."""
     if record:
         check_output(record, "--record", suffixes=(".mp4",))
-    from lldif_edge.app import Recognizer, open_source
+    from lldif_edge.app import Recognizer, make_detector, open_source
     from lldif_edge.app import run as run_loop
 
     source = open_source(camera=camera, video=video, images=images)  # a bad camera fails within 5 s
     try:
-        rec = Recognizer.load(package, backend=backend, device=device, detector=detector,
-                              detector_model=detector_model, brighten=brighten, threads=threads,
-                              detect_every=detect_every, min_confidence=min_confidence)
+        det = make_detector(detector, detector_model, brighten, fetch=fetch_detector)
+        rec = Recognizer.load(package, backend=backend, device=device, detector=det, threads=threads,
+                              detect_every=detect_every, min_confidence=min_confidence, align=align)
     except BaseException:
         source.close()
         raise

@@ -67,13 +67,16 @@ def test_process_faces_labels_and_tracks():
     assert list(f.probabilities) == r.classes and sum(f.probabilities.values()) == pytest.approx(1, abs=1e-5)
     d = f.to_dict()
     assert d["box"] == [20, 30, 60, 60] and d["label"] == "neutral" and d["track_id"] == 1
-    # next frame darker: the smoothed probabilities move half way, the id stays
+    assert f.track_label == "neutral" and f.track_confidence == pytest.approx(f.confidence)
+    assert d["track_label"] == "neutral"
+    # next frame darker: this frame's label follows at once, the track's smoothed one moves half way; the id stays
     f2 = r.process(frame_with([1, 0], 0))
     assert sorted(x.track_id for x in f2) == [1, 2]
-    assert 0 < f2[1].probabilities["angry"] < 0.9
+    assert f2[1].label == "angry" and f2[1].probabilities["angry"] > 0.9
+    assert f2[1].track_label in ("angry", "neutral") and 0.45 < f2[1].track_confidence < 0.55
     # stateless mode
     f3 = r.process(frame_with([0], 0), track=False)
-    assert f3[0].track_id == -1 and f3[0].label == "angry"
+    assert f3[0].track_id == -1 and f3[0].label == "angry" and f3[0].track_label is None
     assert r.process(frame_with([], 0)) == []
 
 

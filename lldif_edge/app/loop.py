@@ -319,7 +319,9 @@ def run(recognizer, source: Source, *, show: bool | None = None, record: str | P
     `json_out`: a text stream that gets one JSON line per frame. `track`: default on, off for an images folder
     (unrelated stills). `overlay`: draw on the frames (default: when showing or recording).
     `prefetch`: decode camera/video frames in a worker thread (PrefetchSource).
-    Returns stats: frames, seconds, fps, per-stage mean/median ms, how the run ended, and more.
+    Returns stats: frames, seconds, fps, per-stage mean/median ms, how the run ended, and more; `cpu_seconds` is
+    the CPU time of the whole process (all its threads) over the loop, a measure of cost that other programs
+    sharing the CPU do not inflate the way they do `fps`.
     """
     if prefetch and isinstance(source, CaptureSource):
         source = PrefetchSource(source)
@@ -347,6 +349,7 @@ def run(recognizer, source: Source, *, show: bool | None = None, record: str | P
     ended = "end"
     fps_ema = 0.0
     last_log = t_start = time.perf_counter()
+    cpu_start = time.process_time()
     timings: dict = {}
     try:
         try:
@@ -407,6 +410,7 @@ def run(recognizer, source: Source, *, show: bool | None = None, record: str | P
             json_out = None
     finally:
         seconds = time.perf_counter() - t_start
+        cpu_seconds = time.process_time() - cpu_start
         written = recorder.close() if recorder is not None else None
         if json_out is not None:
             try:
@@ -421,6 +425,7 @@ def run(recognizer, source: Source, *, show: bool | None = None, record: str | P
                 pass
     stats = {
         "frames": frames, "seconds": round(seconds, 3), "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "cpu_seconds": round(cpu_seconds, 3),
         "stages": times.summary(), "ended": ended, "source": source.name, "read_failures": read_failures,
         "recording": str(written) if written else None,
     }

@@ -1,8 +1,8 @@
 """`Recognizer`: the Python API for robot software. Detect faces, classify their expression, track them.
 
-    rec = Recognizer.load()                       # default package, onnxruntime, Haar detector
+    rec = Recognizer.load()                       # default package, onnxruntime, YuNet if cached, else Haar
     for face in rec.process(frame_bgr):           # one call per camera frame
-        print(face.track_id, face.label, face.confidence, face.box)
+        print(face.track_id, face.label, face.confidence, face.track_label, face.box)
     probs = rec.predict([face_crop, ...])         # (N, len(rec.classes)) float32, no detection
 
 Thread-safe: detection and classification run outside the lock (detector and predictor are thread-safe), the
@@ -22,7 +22,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from lldif_edge.app.detect import DEFAULT_BRIGHTEN, Detection, Detector, HaarDetector, make_detector
+from lldif_edge.app.align import align_face
+from lldif_edge.app.detect import DEFAULT_BRIGHTEN, DEFAULT_DETECTOR, Detection, Detector, HaarDetector, make_detector
 from lldif_edge.app.track import Tracker
 from lldif_edge.errors import BackendError, LldifError, PackageError
 
@@ -38,13 +39,17 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
     track_id: int  # stable over frames; -1 when tracking is off
     label: str | None  # None: "not sure", `confidence` is under the recognizer's `min_confidence`
-    confidence: float  # probability of the most likely class (smoothed over the track)
-    probabilities: dict[str, float] = field(repr=False)  # class -> probability (smoothed over the track)
+    confidence: float  # probability of the most likely class in this frame
+    probabilities: dict[str, float] = field(repr=False)  # class -> probability in this frame
     score: float = 0.0  # detector score
+    track_label: str | None = None  # the track's smoothed label; None when untracked or not sure
+    track_confidence: float | None = None  # the smoothed probability of `track_label`
 
     def to_dict(self, digits: int = 4) -> dict:
         return {"box": list(self.box), "track_id": self.track_id, "label": self.label,
                 "confidence": round(self.confidence, digits), "score": round(self.score, digits),
+                "track_label": self.track_label,
+                "track_confidence": None if self.track_confidence is None else round(self.track_confidence, digits),
                 "probabilities": {k: round(v, digits) for k, v in self.probabilities.items()}}
 
 
@@ -79,14 +84,18 @@ def default_package() -> Path:
 class Recognizer:
     def __init__(self, predictor: Predictor, detector: Detector | None = None, *, margin: float = 0.1,
                  track: bool = True, iou_threshold: float = 0.3, max_missed: int = 5, smoothing: float = 0.4,
-                 max_faces: int = 16, color: str = "auto", detect_every: int = 10, min_confidence: float = 0.0):
-        """`smoothing`: weight of the newest frame in the per-track moving average (1 = no smoothing).
+                 max_faces: int = 16, color: str = "auto", detect_every: int = 10, align: bool = True,
+                 min_confidence: float = 0.0):
+        """`smoothing`: weight of the newest frame in the per-track moving average behind `Face.track_label`
+        (1 = no smoothing).
         `color`: crops passed to the predictor: `rgb`, `gray`, or `auto` (gray if the predictor says
         `channels == 1`, else RGB). `detect_every`: with tracking, a full-frame detection every N frames of
         a stream; in between, known faces are re-found near their last box (detectors with `detect_near`),
         which is what makes 100+ FPS possible on a small CPU. New faces appear at most N-1 frames late.
         On this 2-core VM a full 640x480 Haar pass took 22.8 ms and a re-find 2.5 ms: every 5 frames the
         loop ran at 99 FPS, every 10 at 121 FPS (scripts/endurance.py, 10,000 frames).
+        `align`: crop faces that come with landmarks (YuNet) turned upright and framed like the training faces
+        (`lldif_edge.app.align`); faces without landmarks get the square crop with `margin`.
         `min_confidence`: a label (frame or track) whose calibrated probability is under it is None, "not sure",
         and the probabilities still come; `lldif-edge eval` shows the accuracy each threshold buys."""
         self.predictor = predictor
@@ -102,6 +111,9 @@ class Recognizer:
         if color not in ("rgb", "gray"):
             raise LldifError(f"color must be rgb, gray or auto, not '{color}'")
         self.color = color
+        self.align = align
+        # aligned crops at twice the model's input: the predictor shrinks them with area averaging
+        self.align_px = 2 * int(getattr(predictor, "input_size", 48))
         self.detect_every = max(1, int(detect_every))
         self.min_confidence = check_min_confidence(min_confidence)
         self._trackers: dict[object, Tracker] = {}
@@ -112,20 +124,23 @@ class Recognizer:
     # ------------------------------------------------------------ construction from a model package
     @classmethod
     def load(cls, package: str | Path | None = None, backend: str = "onnxruntime", device: str | None = None,
-             detector: str | Detector = "haar", detector_model: str | Path | None = None,
+             detector: str | Detector = DEFAULT_DETECTOR, detector_model: str | Path | None = None,
              brighten: str = DEFAULT_BRIGHTEN, threads: int | None = 1, **kwargs) -> Recognizer:
         """A recognizer on a model package (default: the one shipped in `lldif_edge/weights`).
 
         `threads`: runtime threads per call; 1 measured fastest for one face at a time here (1.26 vs 1.85 ms
-        with ONNX Runtime's default), and leaves the other core to capture and detection."""
+        with ONNX Runtime's default), and leaves the other core to capture and detection. With more, ONNX
+        Runtime's workers sleep between calls instead of spinning: on a 2-core CPU shared with another job,
+        spinning made 2 threads 3-4x slower than 1 (and slowed detection too), not spinning about as fast."""
         det = make_detector(detector, detector_model, brighten) if isinstance(detector, str) else detector
         import lldif_edge.runtimes as runtimes  # lazy: the runtimes pull in onnxruntime & co
 
         load_pipeline = getattr(runtimes, "load_pipeline", None)
         if load_pipeline is None:
             raise BackendError("this install has no model runtime (lldif_edge.runtimes.load_pipeline)")
+        options = {"session.intra_op.allow_spinning": "0"} if backend == "onnxruntime" and (threads or 0) > 1 else {}
         predictor = load_pipeline(Path(package) if package else default_package(), backend=backend, device=device,
-                                  threads=threads)
+                                  threads=threads, **options)
         return cls(predictor, det, **kwargs)
 
     # ------------------------------------------------------------ classification only
@@ -146,9 +161,14 @@ class Recognizer:
         return self.detector.detect(frame_bgr)[: self.max_faces]
 
     def crop(self, frame_bgr: np.ndarray, box) -> np.ndarray:
-        """The predictor's input for one box: a square crop with margin, RGB or gray uint8 (a copy)."""
-        x0, y0, x1, y1 = crop_box(box, frame_bgr.shape, self.margin)
-        c = frame_bgr[y0:y1, x0:x1]
+        """The predictor's input for one box, RGB or gray uint8 (a copy): aligned when the box has landmarks
+        and `align` is on, else a square crop with margin."""
+        marks = getattr(box, "landmarks", None)
+        if self.align and marks is not None:
+            c = align_face(frame_bgr, marks, self.align_px)
+        else:
+            x0, y0, x1, y1 = crop_box(box, frame_bgr.shape, self.margin)
+            c = frame_bgr[y0:y1, x0:x1]
         if c.ndim == 2:
             return cv2.cvtColor(c, cv2.COLOR_GRAY2RGB) if self.color == "rgb" else c.copy()
         four = c.shape[2] == 4
@@ -164,6 +184,7 @@ class Recognizer:
         t0 = time.perf_counter()
         dets = self._detect_tracked(frame_bgr, stream) if tracking else self.detect(frame_bgr)
         t1 = time.perf_counter()
+        # every face of the frame in one batch: one call per sub-graph, whatever the number of faces
         probs = self.predict([self.crop(frame_bgr, d) for d in dets]) if dets else None
         t2 = time.perf_counter()
         if not tracking:
@@ -174,7 +195,8 @@ class Recognizer:
                 if tracker is None:
                     tracker = self._trackers[stream] = Tracker(**self.tracker_args)
                 tracks = tracker.update(dets, probs)
-                faces = [self._face(d, t.id, t.probs) for d, t in zip(dets, tracks, strict=True)]
+                faces = [self._face(d, t.id, probs[i], t.probs) for i, (d, t) in enumerate(zip(dets, tracks,
+                                                                                              strict=True))]
         if timings is not None:
             t3 = time.perf_counter()
             timings["detect"] = 1000.0 * (t1 - t0)
@@ -186,7 +208,9 @@ class Recognizer:
         with self._lock:
             seen, boxes = self._recent.get(stream, (0, []))
         near = getattr(self.detector, "detect_near", None)
-        if near is None or not boxes or seen % self.detect_every == 0:
+        # past `near_max` faces one full pass costs less than re-finding them one by one
+        many = len(boxes) > getattr(self.detector, "near_max", self.max_faces)
+        if near is None or not boxes or many or seen % self.detect_every == 0:
             dets = self.detect(frame_bgr)
         else:
             dets = [d for d in (near(frame_bgr, b) for b in boxes) if d is not None]
@@ -194,12 +218,20 @@ class Recognizer:
             self._recent[stream] = (seen + 1, [d[:4] for d in dets])
         return dets
 
-    def _face(self, det, track_id: int, p: np.ndarray) -> Face:
+    def _face(self, det, track_id: int, p: np.ndarray, track_p: np.ndarray | None = None) -> Face:
+        """A Face from this frame's probabilities `p` and, for a tracked face, the track's smoothed `track_p`."""
         k = int(np.argmax(p))
         values = p.tolist()
+        track_label = track_conf = None
+        if track_p is not None and len(track_p):
+            j = int(np.argmax(track_p))
+            track_label, track_conf = self.classes[j], float(track_p[j])
+            if track_conf < self.min_confidence:
+                track_label = None
         label = self.classes[k] if values[k] >= self.min_confidence else None
         return Face(tuple(int(v) for v in det[:4]), track_id, label, float(values[k]),
-                    dict(zip(self.classes, values, strict=True)), float(det[4]) if len(det) > 4 else 0.0)
+                    dict(zip(self.classes, values, strict=True)), float(det[4]) if len(det) > 4 else 0.0,
+                    track_label, track_conf)
 
     def reset(self, stream: object = None) -> None:
         """Forget the tracks of one stream (or of all streams)."""
