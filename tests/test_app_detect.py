@@ -187,3 +187,64 @@ def test_make_detector_errors():
     with pytest.raises(LldifError, match="--detector-model"):
         make_detector("haar", model_path="x.onnx")
     assert detect.DEFAULT_BRIGHTEN in detect.BRIGHTEN_MODES
+
+
+@pytest.mark.skipif(not YUNET.is_file(), reason="YuNet model not available")
+def test_yunet_landmarks_and_refind_near_the_last_box():
+    det = YuNetDetector(YUNET)
+    frames = dark_frames()
+    hits = 0
+    for _, frame in frames:
+        boxes = det.detect(frame)
+        if not boxes:
+            continue
+        x, y, w, h, _ = boxes[0]
+        marks = boxes[0].landmarks
+        assert marks.shape == (5, 2)
+        assert (x <= marks[:, 0]).all() and (marks[:, 0] <= x + w).all()  # eyes, nose, mouth inside the box
+        assert marks[0, 0] < marks[1, 0] and marks[:2, 1].max() < marks[3:, 1].min()  # eyes above the mouth
+        moved = (x + 6, y - 4, w, h)  # the face's last box, a few pixels off
+        again = det.detect_near(frame, moved)
+        assert again is not None and again.landmarks is not None
+        assert detect.iou(again, boxes[0]) > 0.6
+        hits += 1
+    assert hits >= 3
+    empty = np.full((480, 640, 3), 30, np.uint8)
+    assert det.detect_near(empty, (100, 100, 120, 120)) is None
+    assert det.detect_near(frames[0][1], (636, 476, 2, 2)) is None  # a sliver at the edge: nothing to search
+
+
+@pytest.mark.skipif(not YUNET.is_file(), reason="YuNet model not available")
+def test_yunet_concurrent_equals_sequential():
+    frames = [f for _, f in dark_frames(PHOTOS[:2])] * 3
+    det = YuNetDetector(YUNET)
+    box = (200, 120, 200, 200)
+
+    def both(f):  # boxes with their landmarks
+        return [(tuple(d), d.landmarks.tolist()) for d in det.detect(f) + [det.detect_near(f, box)] if d is not None]
+
+    expected = [both(f) for f in frames]
+    got = [None] * len(frames)
+
+    def work(i):
+        got[i] = both(frames[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected
+
+
+def test_auto_detector_is_yunet_when_cached_else_haar_with_a_warning(empty_cache, caplog):
+    with caplog.at_level("WARNING"):
+        assert make_detector("auto").name == "haar"
+    assert "--fetch-detector" in caplog.text and "--detector-model" in caplog.text
+    if YUNET.is_file():
+        empty_cache.mkdir()
+        shutil.copy(YUNET, empty_cache / YUNET_FILE)
+        assert make_detector().name == "yunet"
+    with pytest.raises(LldifError, match="--fetch-detector") as e:  # asked for explicitly: an error, one line
+        make_detector("yunet", model_path=empty_cache / "missing.onnx")
+    assert "--detector haar" in str(e.value) and "\n" not in str(e.value)

@@ -174,3 +174,92 @@ def test_default_package(tmp_path, monkeypatch):
     (weights / "default_int8").mkdir()
     assert default_package() == weights / "default_int8"
 
+
+
+def test_every_face_of_a_frame_in_one_call_per_subgraph():
+    """The shipped INT8 package: N faces of a frame go through each sub-graph once, as one batch, and get the
+    probabilities they get one by one."""
+    rec = Recognizer.load(detector=BoxesDetector(), threads=1)
+    calls: dict[str, list[int]] = {}
+    for name, stage in rec.predictor.stages:
+        run = stage.run
+
+        def counted(feeds, *a, _name=name, _run=run, **k):
+            calls.setdefault(_name, []).append(len(next(iter(feeds.values()))))
+            return _run(feeds, *a, **k)
+
+        stage.run = counted
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 90, (200, 240, 3), dtype=np.uint8)  # a dark, noisy frame
+    frame[0, :3] = [[1, 1, 1], [2, 2, 2], [3, 3, 3]]  # BoxesDetector: all three boxes
+    faces = rec.process(frame, track=False)
+    assert len(faces) == 3
+    assert calls == {name: [3] for name, _ in rec.predictor.stages}  # one call each, batch of 3
+    one_by_one = np.concatenate([rec.predict([rec.crop(frame, b)]) for b in BoxesDetector.BOXES])
+    batched = np.array([[f.probabilities[c] for c in rec.classes] for f in faces])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_many_known_faces_are_found_again_by_a_full_pass():
+    """Past the detector's `near_max` known faces, the tracked path runs one full detection instead of a
+    re-find per face; below it, re-finds between full passes."""
+
+    class Counting(BoxesDetector):
+        near_max = 2
+
+        def __init__(self):
+            self.full = self.near = 0
+
+        def detect(self, frame):
+            self.full += 1
+            return super().detect(frame)
+
+        def detect_near(self, frame, box):
+            self.near += 1
+            return tuple(box[:4]) + (0.5,)
+
+    for ids, full, near in (([0, 1], 1, 2 * 4), ([0, 1, 2], 5, 0)):
+        det = Counting()
+        r = Recognizer(BrightnessPredictor(), det, detect_every=10)
+        for _ in range(5):
+            r.process(frame_with(ids, 100))
+        assert (det.full, det.near) == (full, near)
+
+
+def test_concurrent_aligned_crops_equal_sequential():
+    """Aligned crops (boxes with landmarks) from several threads and streams: what sequential calls give."""
+    from lldif_edge.app.detect import Detection
+
+    class MarkedBoxes(BoxesDetector):
+        def detect(self, frame):
+            out = []
+            for x, y, w, h, s in super().detect(frame):
+                marks = np.array([[x + 0.3 * w, y + 0.4 * h], [x + 0.7 * w, y + 0.35 * h], [x + 0.5 * w, y + 0.6 * h],
+                                  [x + 0.35 * w, y + 0.8 * h], [x + 0.65 * w, y + 0.78 * h]], np.float32)
+                out.append(Detection(x, y, w, h, s, marks))
+            return out
+
+    def textured(ids, level):
+        f = frame_with(ids, level)
+        f[1:] = np.random.default_rng(level).integers(0, 256, f[1:].shape, dtype=np.uint8)  # crops differ in content
+        return f
+
+    streams = {s: [textured(ids, int(v)) for ids, v in zip(([0, 1], [2], [0, 1, 2], [1]) * 3,
+                                                           np.random.default_rng(s).integers(0, 256, 12),
+                                                           strict=False)] for s in range(4)}
+    seq = Recognizer(BrightnessPredictor(sharpness=0.5), MarkedBoxes(), align=True)
+    expected = {s: [seq.process(f, stream=s) for f in frames] for s, frames in streams.items()}
+    shared = Recognizer(BrightnessPredictor(sharpness=0.5), MarkedBoxes(), align=True)
+    got = {}
+    barrier = threading.Barrier(len(streams))
+
+    def feed(s):
+        barrier.wait()
+        got[s] = [shared.process(f, stream=s) for f in streams[s]]
+
+    threads = [threading.Thread(target=feed, args=(s,)) for s in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected
