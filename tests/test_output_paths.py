@@ -18,6 +18,8 @@ OUTPUTS = [
     (["train", "--data", "/missing", "--out", "{bad}"], "--out", "out"),
     (["darken", "/missing", "{bad}"], "DST", "dst"),
     (["eval", "--data", "/missing", "--confusion", "{bad}.png"], "--confusion", "confusion"),
+    (["eval", "--data", "/missing", "--calibration-plot", "{bad}.png"], "--calibration-plot", "calibration_plot"),
+    (["eval", "--data", "/missing", "--coverage-plot", "{bad}.png"], "--coverage-plot", "coverage_plot"),
     (["distill", "--steps", "1", "--data", "/missing", "--out", "{bad}"], "--out", "out"),
     (["export", "--model", "/missing.safetensors", "--out", "{bad}"], "--out", "out"),
     (["export", "--int8", "--model", "/missing.safetensors", "--out", "{bad}"], "--out", "out"),
@@ -29,8 +31,9 @@ INPUTS = {
     "train": {"data", "val", "init", "image_branch"},
     "darken": {"src", "exclude"},
     "eval": {"data", "model", "package", "exclude"},
+    "calibrate-confidence": {"package", "data", "exclude"},  # the package's manifest is rewritten: checked if there
     "distill": {"model", "data", "val"},
-    "export": {"model", "verify_data", "calib", "eval_dir"},
+    "export": {"model", "verify_data", "calib", "eval_dir", "confidence_data", "confidence_exclude"},
     "bench": {"package", "model"},
     "run": {"images", "package", "detector_model"},
 }
