@@ -1,4 +1,4 @@
-"""Low-light synthesis (DESIGN section 2), numpy version for files and evaluation sets.
+"""Low-light synthesis (docs/design.md, section 2), numpy version for files and evaluation sets.
 
 y = b * (a*x)^g with a~U(0.9,1), b~U(0.5,1), g~U(1.5,5); then shot and read noise
 y + sqrt(y*s)*N(0,1) + r*N(0,1) with s~U(1e-3,1e-2), r~U(2e-3,1e-2); clip; quantise to 8 bits.

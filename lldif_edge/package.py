@@ -1,4 +1,4 @@
-"""The model package (DESIGN section 3): a folder with manifest.json and ONNX sub-graphs.
+"""The model package (docs/design.md, section 3): a folder with manifest.json and ONNX sub-graphs.
 
 Torch-free: the runtime reads packages with this module; the exporter writes them with it.
 """

@@ -128,7 +128,7 @@ class Recognizer:
              brighten: str = DEFAULT_BRIGHTEN, threads: int | None = 1, **kwargs) -> Recognizer:
         """A recognizer on a model package (default: the one shipped in `lldif_edge/weights`).
 
-        `threads`: runtime threads per call; 1 measured fastest for one face at a time here (1.26 vs 1.85 ms
+        `threads`: runtime threads per call; 1 is fastest for one face at a time on a 2-core CPU (1.26 vs 1.85 ms
         with ONNX Runtime's default), and leaves the other core to capture and detection. With more, ONNX
         Runtime's workers sleep between calls instead of spinning: on a 2-core CPU shared with another job,
         spinning made 2 threads 3-4x slower than 1 (and slowed detection too), not spinning about as fast."""

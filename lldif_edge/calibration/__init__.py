@@ -1,4 +1,4 @@
-"""Calibration and INT8 quantization (DESIGN section 4).
+"""Calibration and INT8 quantization (docs/design.md, section 4).
 
 * `sources`: calibration faces from a folder, a video, a camera or arrays (one reader protocol). Torch-free.
 * `datafree`: BN-statistic synthesis of calibration images, and its uniform-noise control. Needs torch.

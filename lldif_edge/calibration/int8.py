@@ -1,4 +1,4 @@
-"""`lldif-edge export --int8`: a checkpoint -> an INT8 model package (DESIGN section 4).
+"""`lldif-edge export --int8`: a checkpoint -> an INT8 model package (docs/design.md, section 4).
 
 1. Export and verify the FP32 package (`export_package`) into a scratch folder.
 2. Calibration faces: a folder, a video, a camera (`sources`), or data-free (`datafree`: BN-statistic
@@ -422,9 +422,9 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
     `calib`: a folder (face crops or photos) or a video file; `calib_camera`: a camera index; neither:
     data-free. `exclude`: None measures what to keep in float; a list (possibly empty) decides it instead
     (see `parse_exclude`). `keep_faster_subgraphs`: also keep in FP32 the sub-graphs whose INT8 version is
-    slower here (the unrolled denoiser on an AVX2 CPU). `confidence_data`, `confidence_exclude`: held-out
-    labelled faces to fit the INT8 package's confidence calibration on (`export_package`). Nothing is written to
-    `out` unless every step succeeds.
+    slower on the exporting machine (on an AVX2 CPU: the unrolled denoiser). `confidence_data`,
+    `confidence_exclude`: held-out labelled faces to fit the INT8 package's confidence calibration on
+    (`export_package`). Nothing is written to `out` unless every step succeeds.
     """
     from lldif_edge.calibration import confidence
     from lldif_edge.export.onnx_export import export_package

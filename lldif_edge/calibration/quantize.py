@@ -25,10 +25,10 @@ from lldif_edge.opkinds import op_kind
 
 log = logging.getLogger(__name__)
 
-# Activation/weight types per target (DESIGN section 4). ORT's x86 kernels fuse QDQ convs into QLinearConv
+# Activation/weight types per target (docs/design.md, section 4). ORT's x86 kernels fuse QDQ convs into QLinearConv
 # only with U8 activations; TensorRT's explicit quantization wants symmetric S8 for both.
 # reduce_range (7-bit weights) for cpu: x86 without VNNI multiplies u8 x s8 with vpmaddubsw, whose int16 pair
-# sums saturate with full-range weights. Measured on this AVX2 CPU (default model, 3,293 dark faces): OpenVINO
+# sums saturate with full-range weights. Measured on an AVX2 CPU (default model, 3,293 dark faces): OpenVINO
 # INT8 agreed with ONNX Runtime INT8 on 99.1 % of faces with it, 98.75 % without; accuracy within 0.2 points.
 # float_output_ops (cpu): MatMuls keep a float output instead of a Q/DQ pair after them, which ORT runs as one
 # MatMulIntegerToFloat kernel; with the 8-bit output the next float op (bias add, GELU, residual) first needed a

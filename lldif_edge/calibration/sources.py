@@ -245,7 +245,7 @@ def collect_faces(source: FaceSource, count: int, size: int, channels: int, dark
                   seed: int = 0) -> tuple[np.ndarray, dict]:
     """Up to `count` faces from `source` as (N,size,size,channels) uint8; fewer is a warning, none an error.
 
-    `darken_normal` darkens (DESIGN section 2, seeded) the faces that are normal-light (mean > 0.25);
+    `darken_normal` darkens (docs/design.md, section 2; seeded) the faces that are normal-light (mean > 0.25);
     faces that are already dark are kept as they are.
     """
     if count < 1:

@@ -1,1 +1,3 @@
-"""Export: a checkpoint -> a verified model package of ONNX sub-graphs (DESIGN section 3). Needs torch."""
+"""Export: a checkpoint -> a verified model package of ONNX sub-graphs (docs/design.md, section 3).
+
+Needs torch."""

@@ -16,7 +16,8 @@ def _uniform(n: int, key: str, gen: torch.Generator) -> torch.Tensor:
 
 
 def darken_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """DESIGN section 2 on a float batch in [0,1], new parameters per image; quantised to 8 bits."""
+    """The low-light synthesis (docs/design.md, section 2) on a float batch in [0,1], new parameters per image;
+    quantised to 8 bits."""
     n = x.shape[0]
     a, b, g = _uniform(n, "a", gen), _uniform(n, "b", gen), _uniform(n, "gamma", gen)
     s, r = _uniform(n, "shot", gen), _uniform(n, "read", gen)

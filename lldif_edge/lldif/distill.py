@@ -1,4 +1,4 @@
-"""Step distillation of the LLDif sampler (DESIGN section 1, step 4): direct distillation.
+"""Step distillation of the LLDif sampler (docs/design.md, section 1): direct distillation.
 
 The student is a copy of the teacher whose sampler runs K steps instead of S. Its K-step chain starts
 from the same fixed start noise and is trained to land where the teacher's S-step chain lands (L1 on the
