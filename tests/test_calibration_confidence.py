@@ -208,6 +208,24 @@ def test_fit_at_export_and_refit_in_place(tiny_package, faces_train, faces_val, 
         load_faces(faces_train / "happy", ["happy"], 48, 1, checkpoint=meta.with_suffix(".safetensors"))
 
 
+def test_int8_export_fits_its_own_logits(tiny_package, faces_val, tmp_path):
+    from lldif_edge.calibration.int8 import export_int8
+    from lldif_edge.package import checkpoint_path
+    from lldif_edge.runtimes import load_pipeline
+
+    ckpt = checkpoint_path(load_manifest(tiny_package)[1])
+    with pytest.raises(DataError):  # a bad folder fails before the slow work, and nothing is written
+        export_int8(ckpt, tmp_path / "bad", calib=faces_val, confidence_data=tmp_path / "missing")
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "int8"
+    report = export_int8(ckpt, out, calib=faces_val, calib_count=16, exclude=[], latency_runs=0,
+                         confidence_data=faces_val)
+    entry = load_manifest(out)[1][CONFIDENCE_KEY]
+    assert report["confidence_calibration"] == entry and entry["fitted_on"]["faces"] == 56
+    pipe = load_pipeline(out)
+    assert (pipe.temperature, pipe.label_smoothing) == (entry["temperature"], entry["label_smoothing"])
+
+
 def test_eval_reports_ece_and_coverage_with_plots(tiny_package, faces_val, tmp_path):
     pkg = with_calibration(tiny_package, tmp_path / "cal", {"temperature": 0.5, "label_smoothing": 0.05})
     rel, cov = tmp_path / "rel.png", tmp_path / "cov.png"
