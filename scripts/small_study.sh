@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The small-preset recipe study of docs/model_history.md (section "Session 7"): the base recipe's questions asked of a
-# model with half its widths (a quarter of its MACs), 10 epochs each (6 + 4 under one one-cycle LR), so that a
-# 2-core CPU without native bf16 answers them in about 30 min a pair: the learning rate, and whether the prior
-# beats its --no-prior ablation with the EPD made from the training view or from its normal-light twin, and
-# without the sampler-only (dm) epoch that freezes the LLformer (lldif_view_nodm, run on its own). Session 8
-# ("Session 8" in docs/model_history.md) added in-model histogram equalisation (*_eq*) and a darkening warm-up (*_warm*).
+# Recipe questions asked of the `small` preset (half the base widths, a quarter of its MACs), 10 epochs each
+# (6 + 4 under one one-cycle LR), so that a 2-core CPU without native bf16 answers them in about 30 min a pair:
+# the learning rate; the prior against its --no-prior ablation with the EPD made from the training view or from
+# its normal-light twin; without the sampler-only (dm) epoch (lldif_view_nodm, run on its own); in-model
+# histogram equalisation (*_eq*); a darkening warm-up (*_warm*). Results: docs/model_history.md.
 # Runs go two at a time, one thread each (JOBS=2). ONLY="..." runs a subset; SEED=N repeats them with another
 # initialisation and batch order (folders *_seedN); RESUME=--resume continues.
 set -euo pipefail
