@@ -71,8 +71,8 @@ def load_faces(data: str | Path, classes: list[str], size: int, channels: int, e
     where = Path(data).resolve()
     for train in training_folders(checkpoint) if checkpoint else ():
         if where == train or train in where.parents:
-            raise DataError(f"--confidence-data {data} is the model's training data ({train}): calibrate on "
-                            "held-out faces, e.g. the validation folder with --confidence-exclude TRAIN_DIR")
+            raise DataError(f"{data} is the model's training data ({train}): calibrate the confidence on held-out "
+                            "faces, e.g. the validation folder without the images it shares with training")
     faces = load_folder(data, classes, size, channels)
     dropped = None
     if exclude is not None:
