@@ -188,7 +188,8 @@ ITEMS = {name[len("item_"):]: fn for name, fn in globals().items() if name.start
 def run_item(name: str, work: Path, args, timeout: float) -> dict:
     """One item in its own process: a crash or hang of one runtime cannot take the report with it."""
     t0 = time.perf_counter()
-    cmd = [sys.executable, __file__, "--item", name, "--work", str(work), "--faces", str(args.faces)]
+    cmd = [sys.executable, __file__, "--item", name, "--work", str(work), "--faces", str(args.faces),
+           "--step-timeout", str(max(timeout - 10, 1))]  # the item's own subprocesses end before it is killed
     if args.data is not None:
         cmd += ["--data", str(args.data)]
     try:
