@@ -680,7 +680,7 @@ def _print_bench(results: dict) -> None:
     out.print(f"{cpu['model']} ({', '.join(cpu['features']) or 'no int8/bf16 features'}), "
               f"{results['threads']} thread(s)", highlight=False)
     batch = next(iter(runners.values()))["batch"]
-    table = Table(title="per face: latency at batch 1 (ms), throughput at batch " + str(batch))
+    table = Table(title=f"ms per face at batch 1; faces/s at batch {batch}")
     for col in ("runner", "p50", "p90", "p99", "faces/s"):
         table.add_column(col, justify="left" if col == "runner" else "right")
     for name, r in runners.items():
