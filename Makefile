@@ -47,7 +47,7 @@ demo: venv
 # torch). The last line compares that venv's size with the development venv's.
 wheel: venv
 	rm -rf dist build/lib build/bdist.*
-	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m build --outdir dist .
 
 robot-check: wheel
 	rm -rf $(ROBOT) && $(PYTHON) -m venv $(ROBOT)
