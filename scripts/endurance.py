@@ -21,7 +21,9 @@ import numpy as np
 
 from lldif_edge.app import Recognizer, open_source
 from lldif_edge.app import run as run_loop
+from lldif_edge.errors import LldifError
 from lldif_edge.lowlight import darken
+from lldif_edge.paths import check_output
 from lldif_edge.synthetic import synthetic_face
 
 
@@ -61,6 +63,11 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=None, help="Full-frame detection every N frames")
     ap.add_argument("--keep-video", default=None, help="Also copy the generated video here (for `lldif-edge run`)")
     args = ap.parse_args()
+    if args.keep_video:
+        try:
+            check_output(args.keep_video, "--keep-video")  # before the work, not after it
+        except LldifError as e:
+            raise SystemExit(f"error: {e}") from None
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "one_face.mp4"
         make_video(video, args.frames, args.photo)

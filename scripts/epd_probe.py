@@ -26,11 +26,13 @@ import numpy as np
 import torch
 
 from lldif_edge.data import drop_duplicates, load_folder
+from lldif_edge.errors import LldifError
 from lldif_edge.lldif.augment import to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint
 from lldif_edge.lldif.model import eval_mode
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import classification_report
+from lldif_edge.paths import check_output
 
 
 @torch.no_grad()
@@ -58,6 +60,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="Also write the results here")
     args = ap.parse_args()
+    if args.json:
+        try:
+            check_output(args.json, "--json")  # before the work, not after it
+        except LldifError as e:
+            raise SystemExit(f"error: {e}") from None
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.model)
     if not model.cfg.prior:
