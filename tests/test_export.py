@@ -272,8 +272,8 @@ def test_the_film_adapter_design_exports_and_quantizes(tmp_path):
     from lldif_edge.calibration.int8 import export_int8
 
     torch.manual_seed(0)
-    cfg = preset_config("rescnn", stem_channels=(8, 16), stem_blocks=(0, 1), embed_dim=16, epd_dim=8, clip_dim=8, cond_dim=8,
-                        encoder_channels=(8,), denoiser_hidden=16, timesteps=50, sample_steps=2)
+    cfg = preset_config("rescnn", stem_channels=(8, 16), stem_blocks=(0, 1), embed_dim=16, epd_dim=8, clip_dim=8,
+                        cond_dim=8, encoder_channels=(8,), denoiser_hidden=16, timesteps=50, sample_steps=2)
     model = build_model(cfg).eval()
     for film in model.llformer.adapters:  # trained adapters are not the identity
         torch.nn.init.normal_(film.proj.weight, std=0.1)
