@@ -3,6 +3,7 @@
     python scripts/score_clip.py build/clips/one_dark.mp4 [build/clips/six_dark.mp4 ...]
         [--config haar="--detector haar" --config yunet="--detector yunet --detector-model M.onnx"]
         [--repeat 2] [--json]
+    python scripts/score_clip.py CLIP --config new="" --config old="PYTHONPATH=/tmp/old-checkout"  # two versions
 
 Runs `lldif-edge run --video CLIP --no-show --json ARGS` once per clip, config and repeat, configs interleaved
 (haar, yunet, haar, yunet, ...) so that a CPU shared with other work loads them alike; prints the load average
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -34,10 +36,13 @@ from collections import Counter
 from pathlib import Path
 
 
-def run_clip(clip: Path, args: list[str], cmd: list[str] | None = None) -> tuple[list[dict], dict]:
-    """(frame lines, summary) of `lldif-edge run` on `clip`."""
-    cmd = (cmd or [sys.executable, "-m", "lldif_edge.cli"]) + ["run", "--video", str(clip), "--no-show", "--json"]
-    p = subprocess.run(cmd + args, capture_output=True, text=True)
+def run_clip(clip: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+    """(frame lines, summary) of `lldif-edge run` on `clip`, with `env` added to the environment."""
+    # the console script, not `python -m`, which would put the current folder (this checkout) before PYTHONPATH
+    script = Path(sys.executable).with_name("lldif-edge")
+    cmd = ([str(script)] if script.is_file() else [sys.executable, "-m", "lldif_edge.cli"])
+    cmd += ["run", "--video", str(clip), "--no-show", "--json"]
+    p = subprocess.run(cmd + args, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if p.returncode != 0:
         raise SystemExit(f"{shlex.join(cmd + args)} failed ({p.returncode}): {p.stderr.strip() or p.stdout[-500:]}")
     frames, summary = [], None
@@ -120,21 +125,28 @@ def resmooth(frames: list[dict], alpha: float) -> list[dict]:
     return out
 
 
-def parse_config(text: str) -> tuple[str, list[str]]:
-    name, _, args = text.partition("=")
-    return name.strip(), shlex.split(args)
+def parse_config(text: str) -> tuple[str, dict[str, str], list[str]]:
+    """NAME=[VAR=VALUE ...] run options -> (name, environment, options)."""
+    name, _, rest = text.partition("=")
+    words = shlex.split(rest)
+    env = {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    return name.strip(), env, words
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", type=Path, nargs="+")
     ap.add_argument("--config", action="append", default=[],
-                    help='NAME="run options", repeatable (default: one config, the defaults)')
+                    help='NAME="[VAR=VALUE ...] run options", repeatable (default: one config, the defaults); '
+                         'VAR=VALUE words set the run\'s environment, e.g. PYTHONPATH of another checkout')
     ap.add_argument("--repeat", type=int, default=1, help="runs per clip and config, interleaved")
     ap.add_argument("--smoothing", default=None, help="smoothing weights to replay, e.g. 0.1,0.2,0.4,1")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = ap.parse_args(argv)
-    configs = [parse_config(c) for c in args.config] or [("default", [])]
+    configs = [parse_config(c) for c in args.config] or [("default", {}, [])]
     results = []
     for clip in args.clips:
         truth_path = clip.with_suffix(".truth.json")
@@ -142,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no truth beside the clip: {truth_path} (make clips with scripts/make_clip.py)")
         truth = json.loads(truth_path.read_text())
         for rep in range(args.repeat):
-            for name, run_args in configs:
+            for name, env, run_args in configs:
                 load = os.getloadavg()[0]
-                frames, summary = run_clip(clip, run_args)
+                frames, summary = run_clip(clip, run_args, env)
                 results.append({
-                    "clip": clip.name, "config": name, "repeat": rep, "args": shlex.join(run_args),
+                    "clip": clip.name, "config": name, "repeat": rep, "args": shlex.join(run_args), "env": env,
                     **score(truth, frames), "fps": summary["fps"],
-                    "cpu_ms_per_frame": round(1000.0 * summary["cpu_seconds"] / max(1, summary["frames"]), 2),
+                    "cpu_ms_per_frame": (round(1000.0 * summary["cpu_seconds"] / max(1, summary["frames"]), 2)
+                                         if "cpu_seconds" in summary else None),
                     "median_ms": {k: v["median_ms"] for k, v in summary["stages"].items()},
                     "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
                 })
@@ -170,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['faces_found']}/{r['faces']} | {r['frame_right']}/{r['faces']} | {r['track_right']}/{r['faces']} | "
               f"{r['not_sure']} | {r['fps']:.1f} | "
               f"{m['capture']:.2f}/{m['detect']:.2f}/{m['classify']:.2f}/{m['track_overlay']:.2f} | "
-              f"{r['cpu_ms_per_frame']:.1f} | {r['load_before']:.1f}/{r['load_after']:.1f} |")
+              f"{r['cpu_ms_per_frame'] or float('nan'):.1f} | {r['load_before']:.1f}/{r['load_after']:.1f} |")
         if "track_right_at" in r:
             print("|  | track right at smoothing " + ", ".join(f"{a}: {v}" for a, v in r["track_right_at"].items())
                   + " |")

@@ -378,8 +378,9 @@ def make_detector(name: str = DEFAULT_DETECTOR, model_path: str | Path | None = 
         if model_path or fetch or (cache_dir() / YUNET_FILE).is_file():
             name = "yunet"
         else:
-            log.warning("face detector: Haar, since the YuNet model is not in %s (YuNet finds more faces in the "
-                        "dark and aligns them): %s", cache_dir(), _how_to_get())
+            log.warning("face detector: Haar. YuNet finds more faces in the dark and aligns them, but %s is not in "
+                        "%s: run once with --fetch-detector, or copy it there, or pass --detector-model PATH",
+                        YUNET_FILE, cache_dir())
             name = "haar"
     if name == "haar":
         if model_path:
