@@ -1,6 +1,6 @@
 """The README's picture: a photo darkened the way the evaluation sets are, with what `lldif-edge run` draws on it.
 
-    python scripts/demo_frame.py PHOTO --out docs/demo_frame.png [--seed 3] [--package PKG] [--detector-model M]
+    python scripts/demo_frame.py PHOTO --out docs/demo_frame.jpg [--seed 3] [--package PKG] [--detector-model M]
 
 Left: the photo in normal light. Right: the same frame darkened (`lldif_edge.lowlight.darken`, the synthesis
 training and `eval --darken` use), then detected, classified and drawn by `Recognizer` exactly as `run` does;
@@ -28,7 +28,7 @@ from lldif_edge.paths import check_output
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photo", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("docs/demo_frame.png"))
+    ap.add_argument("--out", type=Path, default=Path("docs/demo_frame.jpg"))
     ap.add_argument("--seed", type=int, default=3, help="darkening draw")
     ap.add_argument("--package", type=Path, help="model package (default: the shipped INT8 one)")
     ap.add_argument("--detector-model", type=Path, help="YuNet .onnx (default: as `run`: cached YuNet, else Haar)")
@@ -49,7 +49,7 @@ def main() -> None:
         print(f"{f.label or 'not sure'} {f.confidence:.2f} at {f.box}")
     draw(dark, faces)
     picture = np.concatenate([photo, np.full((photo.shape[0], 8, 3), 255, np.uint8), dark], axis=1)
-    tmp = args.out.with_name(args.out.stem + ".tmp.png")
+    tmp = args.out.with_name(args.out.stem + ".tmp" + args.out.suffix)  # the suffix picks the format
     if not cv2.imwrite(str(tmp), picture):
         raise SystemExit(f"error: cannot write {args.out}")
     os.replace(tmp, args.out)
