@@ -1,38 +1,38 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model, its --no-prior ablation and the plain-CNN baseline (MODEL_CARD.md),
-# all with the same budget: 12 + 10 epochs under one one-cycle LR schedule, the same learning rate and
-# augmentation (the --no-prior runs spend both stages' epochs in one phase). CPU only, about 50 min on 2 Intel
-# Xeon cores with AMX (bf16; the three runs go side by side, one thread each). On a 2-core AVX2 EPYC (FP32)
-# each run had both cores (ONLY=run THREADS=2). Since session 11's train-mode fix: LLDif 104 min, the ablation 85
-# (80 and 69 before it), the CNN about 2 hours. Resumable, and a resumed run repeats the uninterrupted one: re-run
-# with RESUME=--resume. ONLY="lldif noprior" trains a subset; THREADS=2 gives a run both cores (with ONLY= one run).
-# SEED=1 OUT=runs/seed1 repeats the runs with another seed (initialisation, batch order, augmentation, darkening).
-# Since session 9 every run ramps the darkened share up over the first two epochs (--darken-warmup 2) and LLDif
-# has no sampler-only epoch (--dm-fraction 0), the small-preset findings of docs/model_history.md. This recipe made the
-# shipped model (session 11: ONLY=lldif THREADS=2 OUT=runs/s11). WARMUP=0 DM=0.1 is session 6's recipe.
+# Reproduces the embedded default model and its baselines (MODEL_CARD.md): the residual CNN design (`rescnn`).
+#   1. cnn:      the plain residual CNN, trained long without the prior (the baseline and LLDif's starting point)
+#   2. lldif:    LLDif whose image branch starts from 1; stage 1 (LA-CLIP + PNET + the zero-initialised FiLM
+#                adapters) then the joint stage 2 (condition encoder + sampler with the classifier)
+#   3. ablation: 1 continued for the same epochs under the same schedule, without the prior (the fair ablation)
+# Steps 2 and 3 run side by side, one thread each. CPU only; resumable: re-run with RESUME=--resume, and a
+# resumed run goes on from OUT/<run>/resume.safetensors (bf16 optimiser moments, about 10 MB).
+# ONLY="lldif ablation" runs a subset (step 1 must be done for 2 and 3); SEED=1 OUT=runs/seed1 another seed.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
-OUT=${OUT:-runs}
-EPOCHS=${EPOCHS:-12}
-STAGE2=${STAGE2:-10}
+OUT=${OUT:-runs/v2}
+CNN_EPOCHS=${CNN_EPOCHS:-40}  # step 1, one one-cycle
+E1=${E1:-8}                   # steps 2 and 3: LLDif stage-1 epochs (the ablation trains E1 + E2 in one phase)
+E2=${E2:-8}                   # LLDif joint epochs
+LR2=${LR2:-3e-4}              # peak LR of steps 2 and 3: a fine-tune of a trained CNN, lower than step 1's 5e-4
 RESUME=${RESUME:-}
-THREADS=${THREADS:-1}
-WARMUP=${WARMUP:-2}
-DM=${DM:-0}
-ONLY=${ONLY:-lldif noprior cnn}
+ONLY=${ONLY:-cnn lldif ablation}
 SEED=${SEED:-0}
 mkdir -p "$OUT"
-# lr 5e-4 for all: at 1e-3 the ablation fell back to the majority class for two epochs, and the CNN for four.
-# LLDif's joint phase weighs the KL to the frozen stage-1 model at 0.1: 55.63 %; 55.39 at 1.0, 55.75 at 0 (session 6).
-# Both were measured before session 11, when every epoch after the first trained in eval mode (docs/model_history.md).
-# With the fix, stage 2 alone from the same stage 1 (session 13): 58.35 % over four darkening draws at 0.1, 58.45 at 0.
-common=(--data "$DATA/train" --val "$DATA/val" --epochs "$EPOCHS" --stage2-epochs "$STAGE2" --lr 5e-4 --darken-p 0.8
-        --darken-warmup "$WARMUP" --seed "$SEED" --threads "$THREADS" $RESUME)
-declare -A extra=([lldif]="--preset base --kl-weight 0.1 --dm-fraction $DM" [noprior]="--preset base --no-prior" [cnn]="--preset cnn --no-prior")
-for run in $ONLY; do
-    log="$OUT/$run.log"
-    [ -n "$RESUME" ] || : > "$log"  # a resumed run appends: the log keeps every epoch's JSON line
-    # shellcheck disable=SC2086  # the extra flags are meant to split
-    lldif-edge train "${common[@]}" ${extra[$run]} --out "$OUT/$run" >> "$log" 2>&1 &
-done
+common=(--data "$DATA/train" --val "$DATA/val" --darken-p 0.8 --seed "$SEED" $RESUME)
+train_run() {  # train_run RUN THREADS FLAGS...: one run, its log appended (a resumed run keeps every epoch's JSON line)
+    local run=$1 threads=$2
+    shift 2
+    [ -n "$RESUME" ] || : > "$OUT/$run.log"
+    lldif-edge train "${common[@]}" --threads "$threads" --out "$OUT/$run" "$@" >> "$OUT/$run.log" 2>&1
+}
+case " $ONLY " in *" cnn "*)
+    train_run cnn 2 --preset rescnn --no-prior --epochs "$CNN_EPOCHS" --stage2-epochs 0 --lr 5e-4 --darken-warmup 2 ;;
+esac
+continued=(--image-branch "$OUT/cnn/best.safetensors" --epochs "$E1" --stage2-epochs "$E2" --lr "$LR2")
+case " $ONLY " in *" lldif "*)
+    train_run lldif 1 "${continued[@]}" --kl-weight 0.1 --dm-fraction 0 & ;;
+esac
+case " $ONLY " in *" ablation "*)
+    train_run ablation 1 "${continued[@]}" --no-prior & ;;
+esac
 wait
