@@ -34,7 +34,7 @@ class ImageEqualize(nn.Module):
     image's pixels below its level plus half the share at it. Low light maps grey levels through an increasing
     curve (gain and gamma, DESIGN section 2), which keeps their order, so a dark face and its normal-light twin
     come out alike except for noise and the levels quantisation merged. Exported with Equal, ReduceMean,
-    CumSum and MatMul, which every runtime here runs; grayscale models only (it equalises the channel mean)."""
+    CumSum and MatMul, which every supported runtime runs; grayscale models only (it equalises the channel mean)."""
 
     levels = 256
 
@@ -331,8 +331,8 @@ def inference_parameters(model: LLDif) -> int:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode inside the block; afterwards every submodule is back in its own mode. Not model.train(was): a
-    training phase keeps its frozen parts in eval mode. (Until session 11 validation left the model in eval mode,
-    so every epoch after the first trained with BatchNorm frozen and no dropout.)"""
+    training phase keeps its frozen parts in eval mode, and validation must not leave the model in eval mode (every
+    epoch after the first would train with BatchNorm frozen and no dropout)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

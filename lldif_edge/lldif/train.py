@@ -66,7 +66,7 @@ class TrainConfig:
     label_dropout: float = 1.0
     # Which face the EPD is made from: "view", the training view the LLformer sees (mostly darkened), as in the
     # paper; or "clean", its normal-light twin, a privileged view the sampler cannot recover from a dark face
-    # (session 3: fed the EPD a dark face allows, that LLformer got 41 % after stage 1, the ablation 50 %).
+    # (fed the EPD a dark face allows, such an LLformer scored 41 % after stage 1 against the ablation's 50 %).
     epd_from: str = "view"
     clip_weight: float = 0.5
     l1_weight: float = 1.0
@@ -115,8 +115,8 @@ def plan_phases(tc: TrainConfig) -> list[tuple[str, int]]:
 def one_cycle_factor(step: int, total: int, warmup_share: float = 0.1, start: float = 1 / 25,
                      end: float = 1e-5) -> float:
     """The LR multiplier of one one-cycle over the whole plan (OneCycleLR's cosine shape): a warm-up from
-    `start` to 1, then a cosine decay to `end`. Across phases, not one per phase: session 4 measured a fresh
-    one-cycle for stage 2 costing the plain CNN about two points (55.3 vs 57.3 %)."""
+    `start` to 1, then a cosine decay to `end`. Across phases, not one per phase: a fresh one-cycle for stage 2
+    cost the plain CNN about two points (55.3 vs 57.3 %)."""
     warm = max(1, round(total * warmup_share))
     if step < warm:
         return start + (1 - start) * (1 - math.cos(math.pi * step / warm)) / 2
