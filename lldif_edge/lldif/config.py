@@ -19,7 +19,7 @@ class ModelConfig:
     prior: bool = True  # False: the ablation, LLformer without the EPD
     equalize: bool = False  # per-image histogram equalisation before the standardisation (ImageEqualize)
     # LLformer: conv stem stages (channels, residual blocks at that stage), then transformer blocks.
-    # About 127 M multiply-accumulates per face at inference: the scale of the 200-MFLOP reference CNN,
+    # About 127 M multiply-accumulates per face at inference: the scale of a 200-MFLOP reference CNN,
     # conv-heavy so that INT8 pays off on VNNI CPUs; one bf16 epoch of FER2013 is ~95 s on one AMX core.
     stem_channels: tuple[int, ...] = (32, 64, 128)
     stem_blocks: tuple[int, ...] = (0, 1, 1)

@@ -1,4 +1,4 @@
-"""LLDif, our reconstruction (DESIGN section 1): LA-CLIP + PNET make the EPD; the LLformer classifies
+"""LLDif, our reconstruction (docs/design.md, section 1): LA-CLIP + PNET make the EPD; the LLformer classifies
 conditioned on it; at test time a condition encoder and a small diffusion model recover the EPD.
 
 Every image-taking module starts with `ImageStandardize`, so exported sub-graphs take plain [0,1] pixels
@@ -32,7 +32,7 @@ class ImageStandardize(nn.Module):
 class ImageEqualize(nn.Module):
     """Per-image histogram equalisation of 8-bit grey levels: each pixel becomes its mid-rank, the share of the
     image's pixels below its level plus half the share at it. Low light maps grey levels through an increasing
-    curve (gain and gamma, DESIGN section 2), which keeps their order, so a dark face and its normal-light twin
+    curve (gain and gamma, docs/design.md, section 2), which keeps their order, so a dark face and its normal-light twin
     come out alike except for noise and the levels quantisation merged. Exported with Equal, ReduceMean,
     CumSum and MatMul, which every supported runtime runs; grayscale models only (it equalises the channel mean)."""
 

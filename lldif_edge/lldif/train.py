@@ -1,4 +1,4 @@
-"""Two-stage LLDif training (DESIGN section 1), resumable, seeded, and DDP-ready under torchrun.
+"""Two-stage LLDif training (docs/design.md, section 1), resumable, seeded, and DDP-ready under torchrun.
 
 Phases: s1 (LA-CLIP + PNET + LLformer with labels), then for the prior model dm (condition encoder +
 denoiser recover the frozen teacher EPD, L1 after the full unrolled chain) and joint (CE + L1 + KL to the
@@ -243,9 +243,9 @@ def warm_start_condition_encoder(model: LLDif) -> None:
 
 def cpu_has_native_bf16() -> bool:
     """Emulated bf16 (AVX2 only) was measured 10x slower than FP32 on one machine; native bf16 (AMX) 2x faster."""
-    from lldif_edge.bench import cpu_features
+    from lldif_edge.hardware import has_cpu_feature
 
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()["features"]))
+    return has_cpu_feature("avx512_bf16", "amx_bf16")
 
 
 def _dist_info() -> tuple[int, int]:
