@@ -6,37 +6,14 @@ Throughput: faces per second at a larger batch.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from lldif_edge.hardware import CPU_FEATURES, cpu_features  # noqa: F401  (the old import path)
 from lldif_edge.opkinds import op_kind
-
-# The CPU features that decide what INT8 and bf16 are worth: VNNI/AMX-INT8 give x86 fast u8 x s8 dot
-# products (without them ORT's int8 convs were barely faster than float), AVX-512 BF16/AMX-BF16 native bf16;
-# asimddp/i8mm are the ARM (Jetson, Graviton) int8 dot-product instructions.
-CPU_FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
-                "asimddp", "i8mm")
-
-
-def cpu_features() -> dict:
-    """CPU model and which of CPU_FEATURES it has (Linux /proc/cpuinfo; elsewhere only the platform)."""
-    model, flags = None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and model is None:
-                model = value.strip()
-            elif key in ("flags", "Features"):
-                flags |= set(value.split())
-    except OSError:
-        pass
-    return {"model": model or platform.processor() or platform.machine(),
-            "features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -165,7 +142,6 @@ def int8_fp32_ratios(runners: dict) -> dict[str, float]:
 def write_bench_chart(results: dict, path) -> None:
     """Horizontal bars: p50 and p90 latency per runner, and throughput; OpenCV only, written atomically."""
     import os
-    from pathlib import Path
 
     import cv2
 

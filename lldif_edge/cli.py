@@ -346,7 +346,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
     import os
     import platform
 
-    from lldif_edge.bench import CPU_FEATURES, cpu_features
+    from lldif_edge.hardware import CPU_FEATURES, cpu_features
     from lldif_edge.runtimes.registry import backend_names, backend_status
 
     rows = []
@@ -616,13 +616,14 @@ def bench(
     if chart:
         check_output(chart, "--chart")
     from lldif_edge import bench as bench_lib
+    from lldif_edge.hardware import cpu_features
     from lldif_edge.lowlight import darken_many
     from lldif_edge.package import checkpoint_path, load_manifest
     from lldif_edge.runtimes import load_pipeline
     from lldif_edge.synthetic import synthetic_faces
 
     packages = package or [None]
-    results: dict = {"threads": threads, "cpu": bench_lib.cpu_features(), "runners": {}, "skipped": {}}
+    results: dict = {"threads": threads, "cpu": cpu_features(), "runners": {}, "skipped": {}}
     first_manifest = None
     pipes: dict = {}
     roots: dict[str, str] = {}

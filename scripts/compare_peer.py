@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lldif_edge.bench import cpu_features
 from lldif_edge.data import FER_CLASSES, drop_duplicates, load_folder
 from lldif_edge.errors import LldifError
+from lldif_edge.hardware import cpu_features
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import classification_report
 from lldif_edge.paths import check_output

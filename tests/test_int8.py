@@ -162,8 +162,8 @@ def test_int8_data_free_for_tensorrt(tiny_ckpt, eval_dir, tmp_path):
 def test_amx_variant_keeps_the_numbers_and_runs_only_on_ort_with_amx(tiny_ckpt, eval_dir, tmp_path, monkeypatch):
     import onnx
 
-    import lldif_edge.bench
     import lldif_edge.calibration.int8 as int8
+    import lldif_edge.runtimes.pipeline
 
     def cpu(*features):
         return lambda: {"model": "test", "features": list(features)}
@@ -191,7 +191,7 @@ def test_amx_variant_keeps_the_numbers_and_runs_only_on_ort_with_amx(tiny_ckpt, 
     assert all(not z.any() for z in conv_weight_zero_points(out / "llformer.onnx"))
     assert all((z == 1).all() for z in conv_weight_zero_points(variant))
 
-    monkeypatch.setattr(lldif_edge.bench, "cpu_features", cpu("amx_int8"))
+    monkeypatch.setattr(lldif_edge.runtimes.pipeline, "cpu_features", cpu("amx_int8"))
     on_amx, main = Pipeline(out), Pipeline(out, variants=False)
     assert on_amx.files["llformer"] == variant.name and main.files["llformer"] == "llformer.onnx"
     assert "ort-amx" in on_amx.describe()
@@ -199,7 +199,7 @@ def test_amx_variant_keeps_the_numbers_and_runs_only_on_ort_with_amx(tiny_ckpt, 
     assert main.graph_path("llformer", "onnxruntime", "cuda").name == "llformer.onnx"
     x = main.preprocess(load_folder_images(eval_dir))
     np.testing.assert_allclose(on_amx.logits(x), main.logits(x), atol=1e-5)  # same weights, other kernel
-    monkeypatch.setattr(lldif_edge.bench, "cpu_features", cpu("avx512_vnni"))
+    monkeypatch.setattr(lldif_edge.runtimes.pipeline, "cpu_features", cpu("avx512_vnni"))
     assert Pipeline(out).files["llformer"] == "llformer.onnx"
 
     variant.write_bytes(variant.read_bytes()[:-1])

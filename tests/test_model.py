@@ -165,14 +165,14 @@ def test_cnn_baseline_preset_is_a_plain_cnn_of_similar_cost():
 
 
 def test_cpu_features_reads_cpuinfo_flags(tmp_path, monkeypatch):
-    from lldif_edge import bench
+    from lldif_edge import hardware
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512_vnni amx_bf16 sse4_2\n")
-    real_path = bench.Path
-    monkeypatch.setattr(bench, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
-    monkeypatch.setattr(bench.platform, "processor", lambda: "")
-    assert bench.cpu_features() == {"model": "Test CPU", "features": ["avx2", "avx512_vnni", "amx_bf16"]}
+    real_path = hardware.Path
+    monkeypatch.setattr(hardware, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(hardware.platform, "processor", lambda: "")
+    assert hardware.cpu_features() == {"model": "Test CPU", "features": ["avx2", "avx512_vnni", "amx_bf16"]}
     from lldif_edge.lldif.train import cpu_has_native_bf16
 
     assert cpu_has_native_bf16()

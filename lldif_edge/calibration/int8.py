@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lldif_edge.bench import cpu_features, interleaved_latency
+from lldif_edge.bench import interleaved_latency
 from lldif_edge.calibration.quantize import (
     GROUPS,
     NODE_GROUPS,
@@ -47,6 +47,7 @@ from lldif_edge.calibration.quantize import (
 from lldif_edge.calibration.sources import collect_faces, open_source
 from lldif_edge.data import load_folder
 from lldif_edge.errors import LldifError, PackageError
+from lldif_edge.hardware import cpu_features
 from lldif_edge.lowlight import darken_many
 from lldif_edge.package import CONFIDENCE_KEY, ORT_AMX_VARIANT, PackageWriter, sha256_file, write_manifest
 from lldif_edge.runtimes.pipeline import Pipeline, softmax

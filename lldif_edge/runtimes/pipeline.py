@@ -10,6 +10,7 @@ import numpy as np
 
 from lldif_edge.data import to_model_pixels
 from lldif_edge.errors import LldifError
+from lldif_edge.hardware import cpu_features
 from lldif_edge.metrics import calibrated_probabilities
 from lldif_edge.package import ORT_AMX_VARIANT, confidence_calibration, load_manifest
 from lldif_edge.runtimes.registry import get_backend
@@ -61,8 +62,6 @@ class Pipeline:
         so ONNX Runtime takes its AMX GEMM path, `reencode_conv_weights`) on ONNX Runtime's CPU provider when
         this CPU has AMX-INT8, where it was measured faster; otherwise the main file, whose symmetric weights
         are what OpenVINO, TensorRT and ORT's VNNI/AVX2 convolution kernels want."""
-        from lldif_edge.bench import cpu_features
-
         entry = self.manifest["graphs"][name]
         variant = entry.get("variants", {}).get(ORT_AMX_VARIANT)
         if (variant and backend == "onnxruntime" and (device or "cpu") == "cpu"
