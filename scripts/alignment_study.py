@@ -20,9 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from detection_study import background  # scripts/detection_study.py, beside this script
 
 from lldif_edge.app import Recognizer, make_detector
-from lldif_edge.app.detection_study import background
 from lldif_edge.data import load_folder
 from lldif_edge.lowlight import darken
 

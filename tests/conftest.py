@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ __all__ = ["SHARED", "face_image", "make_faces"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Tests use the helpers of scripts/ (the detection study's synthetic scenes) as the scripts themselves do.
+sys.path.insert(0, str(REPO / "scripts"))
 
 # The machine is small and shared: one thread per test process keeps the suite predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

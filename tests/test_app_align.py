@@ -7,10 +7,10 @@ import math
 import cv2
 import numpy as np
 import pytest
+from fake_predictor import BrightnessPredictor
 
 from lldif_edge.app.align import EYE_DISTANCE, EYE_Y, MOUTH_Y, align_face, alignment_matrix
 from lldif_edge.app.detect import Detection
-from lldif_edge.app.fake import BrightnessPredictor
 from lldif_edge.app.recognizer import Recognizer
 
 # An upright face in template coordinates (fractions of the crop's side): eyes, nose, mouth corners.

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fake_predictor import BrightnessPredictor
 
-from lldif_edge.app.fake import BrightnessPredictor
 from lldif_edge.app.recognizer import Recognizer
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from detection_study import measure_detection_rate, paste_on_canvas
 
 from lldif_edge.app import detect
 from lldif_edge.app.detect import (
@@ -23,7 +24,6 @@ from lldif_edge.app.detect import (
     make_detector,
     resolve_yunet,
 )
-from lldif_edge.app.detection_study import measure_detection_rate, paste_on_canvas
 from lldif_edge.errors import LldifError
 from lldif_edge.lowlight import darken
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from detection_study import background, paste_on_canvas
+from fake_predictor import BrightnessPredictor
 
 from lldif_edge.app import loop
 from lldif_edge.app.detect import HaarDetector
-from lldif_edge.app.detection_study import background, paste_on_canvas
-from lldif_edge.app.fake import BrightnessPredictor
 from lldif_edge.app.loop import open_source, run
 from lldif_edge.app.recognizer import Recognizer
 from lldif_edge.errors import DataError, LldifError

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from fake_predictor import BrightnessPredictor
 
 from lldif_edge.app import recognizer as rec_mod
-from lldif_edge.app.fake import BrightnessPredictor
 from lldif_edge.app.recognizer import Face, Recognizer, crop_box, default_package
 from lldif_edge.errors import LldifError, PackageError
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SHARED
+from fake_predictor import BrightnessPredictor
 
-from lldif_edge.app.fake import BrightnessPredictor
 from lldif_edge.app.overlay import draw
 from lldif_edge.app.recognizer import Recognizer
 from lldif_edge.errors import DataError, LldifError, PackageError

@@ -1,4 +1,4 @@
-"""A stand-in predictor for tests and demos without a model package. Not an expression model."""
+"""A stand-in predictor for tests without a model package. Not an expression model."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How often do the face detectors find a face in darkened photos? Decides the default brightening mode.
 
-    python -m lldif_edge.app.detection_study PHOTOS_DIR [--seeds 10] [--detectors haar,yunet]
+    python scripts/detection_study.py PHOTOS_DIR [--seeds 10] [--detectors haar,yunet]
         [--yunet-model PATH] [--modes none,gamma,clahe,gamma+clahe,auto] [--canvas 640x480] [--json]
 
 Each photo (one face each) is darkened with `lldif_edge.lowlight.darken` under several seeds (the training
