@@ -158,6 +158,19 @@ def test_not_a_package_and_unknown_backend(package, tmp_path):
         load_pipeline(package, backend="nope")
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_unknown_backend_option_is_an_error_naming_it(package, backend):
+    pytest.importorskip(backend)
+    with pytest.raises(BackendError, match=f"{backend}: unknown option.*io_bindng"):
+        load_pipeline(package, backend=backend, io_bindng=True)
+
+
+def test_onnxruntime_session_config_keys_still_reach_the_session(package):
+    pipe = load_pipeline(package, **{"session.intra_op.allow_spinning": "0"})
+    config = pipe.stages[0][1].session.get_session_options().get_session_config_entry
+    assert config("session.intra_op.allow_spinning") == "0"
+
+
 def test_export_refuses_non_empty_out_and_leaves_it_intact(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -16,7 +16,7 @@ import torch
 
 from lldif_edge.errors import BackendError
 from lldif_edge.package import MANIFEST, checkpoint_path
-from lldif_edge.runtimes.base import Backend
+from lldif_edge.runtimes.base import Backend, reject_unknown_options
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,6 +37,7 @@ class TorchBackend(Backend):
                  steps: int | None = None, **options):
         from lldif_edge.export.onnx_export import graph_specs
 
+        reject_unknown_options("torch", options, ["steps"])
         model_path = Path(model_path)
         manifest = json.loads((model_path.parent / MANIFEST).read_text())
         self.device = torch.device(device or "cpu")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lldif_edge.errors import BackendError
+
 
 class Backend(ABC):
     """One loaded sub-graph on one device. `run` must be safe to call from several threads."""
@@ -43,3 +45,10 @@ class Backend(ABC):
     def describe(self) -> str:
         """What actually runs (device, provider, precision), for reports."""
         return self.name
+
+
+def reject_unknown_options(backend: str, options: dict, known: list[str], extra: str = "") -> None:
+    """One line naming the option and the backend, instead of a typo silently doing nothing (or worse)."""
+    if options:
+        raise BackendError(f"{backend}: unknown option(s) {', '.join(sorted(options))} "
+                           f"(known: {', '.join(known)}{extra})")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lldif_edge.errors import BackendError
-from lldif_edge.runtimes.base import Backend
+from lldif_edge.runtimes.base import Backend, reject_unknown_options
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,9 @@ DEVICE_PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+# Prefixes of ONNX Runtime's session config keys ("session.intra_op.allow_spinning"): options that start with
+# one are passed to the session as config entries; any other unknown option is an error.
+SESSION_CONFIG_PREFIXES = ("session.", "optimization.", "mlas.", "ep.")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -57,7 +60,11 @@ class OnnxRuntimeBackend(Backend):
 
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="lldif-edge-ort-")) / "profile")
-        for key, value in options.items():
+        config = {k: v for k, v in options.items() if k.startswith(SESSION_CONFIG_PREFIXES)}
+        reject_unknown_options("onnxruntime", {k: v for k, v in options.items() if k not in config},
+                               ["io_binding", "profile"], ", or a session config key starting with "
+                               + " ".join(SESSION_CONFIG_PREFIXES))
+        for key, value in config.items():
             so.add_session_config_entry(key, str(value))
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lldif_edge.errors import BackendError
-from lldif_edge.runtimes.base import Backend
+from lldif_edge.runtimes.base import Backend, reject_unknown_options
 
 PRECISIONS = {"f32", "bf16", "f16"}
 # OpenVINO 2026.4's CPU plugin gave wrong INT8 (QDQ) results above batch 32 for our LLformer (agreement with
@@ -37,6 +37,7 @@ class OpenVinoBackend(Backend):
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
                  precision: str | None = None, hint: str = "LATENCY", cache_dir: str | None = None,
                  profile: bool = False, **options):
+        reject_unknown_options("openvino", options, ["precision", "hint", "cache_dir", "profile"])
         import openvino as ov
 
         core = ov.Core()
