@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lldif_edge.errors import PackageError
@@ -73,8 +74,190 @@ def default_package() -> Path:
     )
 
 
-def load_manifest(package: str | Path | None, verify: bool = True) -> tuple[Path, dict]:
-    """Read manifest.json; with `verify`, every listed file must exist with its recorded sha256."""
+# ---------------------------------------------------------------- the typed manifest
+# Each record keeps the keys it does not model in `extra` (reports, notes, sizes), so reading and writing a
+# manifest keeps everything in it.
+def _need(cond: bool, where: str, what: str, got: object) -> None:
+    if not cond:
+        raise PackageError(f"{MANIFEST}: {where} must be {what}, got {got!r}; re-export the package")
+
+
+def _split(d: object, where: str, known: tuple[str, ...]) -> tuple[dict, dict]:
+    _need(isinstance(d, dict), where, "an object", d)
+    return {k: d[k] for k in known if k in d}, {k: v for k, v in d.items() if k not in known}
+
+
+@dataclass
+class InputSpec:
+    """What the first graph takes: `channels` x `size` x `size` float32, uint8 pixels * scale, (x - mean) / std;
+    `color` gray: grey faces replicated to every channel."""
+
+    size: int
+    channels: int
+    color: str
+    scale: float = 1 / 255
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: object) -> InputSpec:
+        known, extra = _split(d, "input", ("size", "channels", "color", "scale", "mean", "std"))
+        for key in ("size", "channels"):
+            _need(isinstance(known.get(key), int) and known[key] > 0, f"input.{key}", "a positive integer",
+                  known.get(key))
+        _need(known.get("color") in ("gray", "rgb"), "input.color", "'gray' or 'rgb'", known.get("color"))
+        for key in ("mean", "std"):
+            v = known.get(key)
+            _need(v is None or (isinstance(v, list) and len(v) == known["channels"]), f"input.{key}",
+                  f"a list of {known['channels']} numbers", v)
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        d = {"size": self.size, "channels": self.channels, "color": self.color, "scale": self.scale,
+             "mean": self.mean, "std": self.std}
+        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+
+
+@dataclass
+class GraphEntry:
+    """One ONNX file of the package: its sha256, the precision it was exported in, its tensors, and the
+    variant files a backend may run instead on some machines (`variants`, keyed like ORT_AMX_VARIANT)."""
+
+    file: str
+    sha256: str
+    precision: str = "fp32"
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    variants: dict[str, GraphEntry] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: object, where: str) -> GraphEntry:
+        known, extra = _split(d, where, ("file", "sha256", "precision", "inputs", "outputs", "variants"))
+        for key in ("file", "sha256"):
+            _need(isinstance(known.get(key), str), f"{where}.{key}", "a string", known.get(key))
+        variants = {k: cls.from_dict(v, f"{where}.variants.{k}") for k, v in known.pop("variants", {}).items()}
+        return cls(**known, variants=variants, extra=extra)
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file, "sha256": self.sha256, "precision": self.precision}
+        if self.inputs:
+            d["inputs"] = self.inputs
+        if self.outputs:
+            d["outputs"] = self.outputs
+        if self.variants:
+            d["variants"] = {k: v.to_dict() for k, v in self.variants.items()}
+        return {**d, **self.extra}
+
+
+@dataclass
+class CalibrationReport:
+    """How an INT8 package was quantised: the target ("cpu", "tensorrt") and the activation encoding, which
+    decide where it can run (TensorRT needs symmetric int8), plus the full report in `extra`."""
+
+    target: str | None = None
+    activation_type: str | None = None
+    activation_symmetric: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: object) -> CalibrationReport:
+        known, extra = _split(d, "calibration", ("target", "activation_type", "activation_symmetric"))
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        d = {"target": self.target, "activation_type": self.activation_type,
+             "activation_symmetric": self.activation_symmetric}
+        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+
+    @property
+    def asymmetric_activations(self) -> bool:
+        return self.activation_type == "uint8" or self.activation_symmetric is False
+
+
+@dataclass
+class Package:
+    """manifest.json, typed. `read` validates it (one line naming the field on a bad one) and, with `verify`,
+    every file against its sha256; `write` writes it atomically. Keys it does not model stay in `extra`."""
+
+    classes: list[str]
+    input: InputSpec
+    graphs: dict[str, GraphEntry]
+    pipeline: list[str]
+    pipeline_fused: list[str] | None = None
+    model: dict = field(default_factory=dict)
+    sampler: dict | None = None
+    calibration: CalibrationReport | None = None
+    confidence: dict | None = None  # CONFIDENCE_KEY: temperature and label smoothing, see `confidence_calibration`
+    extra: dict = field(default_factory=dict)
+    root: Path | None = None
+
+    @classmethod
+    def from_dict(cls, d: object, root: Path | None = None) -> Package:
+        _need(isinstance(d, dict), "the manifest", "an object", type(d).__name__)
+        if d.get("format") != FORMAT:
+            raise PackageError(f"{MANIFEST}: unsupported package format {d.get('format')!r} (expected {FORMAT})")
+        for key in ("classes", "input", "graphs", "pipeline"):
+            if key not in d:
+                raise PackageError(f"{MANIFEST}: manifest lacks '{key}'")
+        known, extra = _split(d, "the manifest", ("classes", "input", "graphs", "pipeline", "pipeline_fused",
+                                                  "model", "sampler", "calibration", CONFIDENCE_KEY))
+        extra.pop("format")
+        _need(isinstance(known["classes"], list) and known["classes"], "classes", "a non-empty list",
+              known["classes"])
+        _need(isinstance(known["graphs"], dict), "graphs", "an object", known["graphs"])
+        graphs = {k: GraphEntry.from_dict(v, f"graphs.{k}") for k, v in known["graphs"].items()}
+        for key in ("pipeline", "pipeline_fused"):
+            order = known.get(key)
+            _need(order is None or (isinstance(order, list) and all(g in graphs for g in order)), key,
+                  f"a list of graph names ({', '.join(graphs)})", order)
+        cal = known.get("calibration")
+        return cls(classes=list(known["classes"]), input=InputSpec.from_dict(known["input"]), graphs=graphs,
+                   pipeline=list(known["pipeline"]), pipeline_fused=known.get("pipeline_fused"),
+                   model=known.get("model", {}), sampler=known.get("sampler"),
+                   calibration=None if cal is None else CalibrationReport.from_dict(cal),
+                   confidence=known.get(CONFIDENCE_KEY), extra=extra, root=root)
+
+    def to_dict(self) -> dict:
+        d = {"format": FORMAT, "model": self.model, "classes": self.classes, "input": self.input.to_dict(),
+             "graphs": {k: g.to_dict() for k, g in self.graphs.items()}, "pipeline": self.pipeline,
+             "pipeline_fused": self.pipeline_fused, "sampler": self.sampler,
+             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+             CONFIDENCE_KEY: self.confidence}
+        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+
+    @classmethod
+    def read(cls, package: str | Path | None = None, verify: bool = True) -> Package:
+        return _read(package, verify)[0]
+
+    def write(self, root: Path) -> None:
+        write_manifest(root, self.to_dict())
+
+    def verify_files(self) -> None:
+        """Every listed file, variants included, must exist with its recorded sha256."""
+        for name, graph in self.graphs.items():
+            for entry in [graph, *graph.variants.values()]:
+                f = self.root / entry.file
+                if not f.is_file():
+                    raise PackageError(f"package {self.root}: sub-graph '{name}' file {f.name} is missing")
+                if sha256_file(f) != entry.sha256:
+                    raise PackageError(f"package {self.root}: {f.name} does not match its sha256 in the manifest "
+                                       "(modified or corrupt); re-export the package")
+
+    def confidence_calibration(self) -> tuple[float, float]:
+        return confidence_calibration({CONFIDENCE_KEY: self.confidence})
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint the package was exported from (the torch reference runs it)."""
+        return checkpoint_path({"model": self.model})
+
+    def graph_path(self, name: str) -> Path:
+        return self.root / self.graphs[name].file
+
+
+def _read(package: str | Path | None, verify: bool) -> tuple[Package, dict]:
     root = Path(package) if package is not None else default_package()
     path = root / MANIFEST
     if not path.is_file():
@@ -83,21 +266,19 @@ def load_manifest(package: str | Path | None, verify: bool = True) -> tuple[Path
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise PackageError(f"unreadable manifest {path}: {e}") from e
-    if manifest.get("format") != FORMAT:
-        raise PackageError(f"{path}: unsupported package format {manifest.get('format')!r} (expected {FORMAT})")
-    for key in ("classes", "input", "graphs", "pipeline"):
-        if key not in manifest:
-            raise PackageError(f"{path}: manifest lacks '{key}'")
+    try:
+        pkg = Package.from_dict(manifest, root)
+    except PackageError as e:  # name the file, not just manifest.json
+        raise PackageError(f"{path}: {str(e).removeprefix(MANIFEST + ': ')}") from e
     if verify:
-        for name, graph in manifest["graphs"].items():
-            for entry in [graph, *graph.get("variants", {}).values()]:
-                f = root / entry["file"]
-                if not f.is_file():
-                    raise PackageError(f"package {root}: sub-graph '{name}' file {f.name} is missing")
-                if sha256_file(f) != entry["sha256"]:
-                    raise PackageError(f"package {root}: {f.name} does not match its sha256 in the manifest "
-                                       "(modified or corrupt); re-export the package")
-    return root, manifest
+        pkg.verify_files()
+    return pkg, manifest
+
+
+def load_manifest(package: str | Path | None, verify: bool = True) -> tuple[Path, dict]:
+    """manifest.json as a plain dict, validated like `Package.read` (for the tools that read its reports)."""
+    pkg, manifest = _read(package, verify)
+    return pkg.root, manifest
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

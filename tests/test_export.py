@@ -158,6 +158,41 @@ def test_not_a_package_and_unknown_backend(package, tmp_path):
         load_pipeline(package, backend="nope")
 
 
+def test_the_typed_manifest_reads_the_shipped_packages_and_keeps_every_key():
+    from lldif_edge.package import DEFAULT_PACKAGES, MANIFEST, Package, sha256_file
+
+    for root in DEFAULT_PACKAGES:
+        before = sha256_file(root / MANIFEST)
+        pkg = Package.read(root)
+        raw = json.loads((root / MANIFEST).read_text())
+        assert pkg.to_dict() == {k: v for k, v in raw.items() if v is not None}
+        assert pkg.input.size == 48 and pkg.pipeline == ["cond", "denoiser", "llformer"]
+        assert sha256_file(root / MANIFEST) == before
+    assert Package.read(DEFAULT_PACKAGES[0]).calibration.target == "cpu"
+
+
+def test_a_bad_manifest_field_is_one_line_naming_it(package, tmp_path):
+    import shutil
+
+    from lldif_edge.package import Package
+
+    copy = tmp_path / "copy"
+    shutil.copytree(package, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["input"]["size"] = "48"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match=r"manifest.json: input.size must be a positive integer, got '48'"):
+        load_pipeline(copy)
+    m["input"]["size"], m["pipeline"] = 48, ["cond", "nope"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="pipeline must be a list of graph names"):
+        Package.read(copy)
+    m["format"] = "lldif-edge-package/0"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="unsupported package format 'lldif-edge-package/0'"):
+        Package.read(copy)
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
 def test_unknown_backend_option_is_an_error_naming_it(package, backend):
     pytest.importorskip(backend)

@@ -22,6 +22,7 @@ import pytest
 from fake_tensorrt import MAGIC, NULLPTR, FakeCudart, make_fake_trt
 
 from lldif_edge.errors import BackendError
+from lldif_edge.package import CalibrationReport
 from lldif_edge.runtimes import tensorrt_backend as tb
 
 onnx = pytest.importorskip("onnx")
@@ -270,8 +271,7 @@ def test_qdq_detection_without_onnx(tmp_path, monkeypatch):
     assert tb.onnx_has_qdq(q, manifest_precision="fp32") is False
     (tmp_path / "manifest.json").write_text(json.dumps({"graphs": {"llformer": {"file": "a.onnx",
                                                                                 "precision": "int8"}}}))
-    assert tb.manifest_precision_for(a) == "int8" and tb.manifest_precision_for(q) is None
-    assert tb.onnx_has_qdq(a) is True  # the manifest beside the file
+    assert tb.onnx_has_qdq(a) is False  # a manifest beside the file is not read: Pipeline passes what counts
 
 
 def test_qdq_compatibility_with_tensorrt(tmp_path, monkeypatch):
@@ -298,10 +298,9 @@ def test_qdq_compatibility_with_tensorrt(tmp_path, monkeypatch):
 
     u8 = _qdq_onnx(tmp_path / "m.onnx", TensorProto.UINT8, 128)
     monkeypatch.setattr(builtins, "__import__", no_onnx)
-    assert tb.qdq_incompatibility(u8) is None  # no manifest: nothing to go on, TensorRT will say
-    (tmp_path / "manifest.json").write_text(json.dumps({"calibration": {"target": "cpu",
-                                                                        "activation_type": "uint8"}}))
-    assert "uint8" in tb.qdq_incompatibility(u8)
+    assert tb.qdq_incompatibility(u8) is None  # no calibration record: nothing to go on, TensorRT will say
+    assert "uint8" in tb.qdq_incompatibility(u8, CalibrationReport(target="cpu", activation_type="uint8"))
+    assert tb.qdq_incompatibility(u8, CalibrationReport(target="tensorrt", activation_type="int8")) is None
 
 
 # ------------------------------------------------------------------------------ without tensorrt (here)

@@ -8,14 +8,13 @@ exported from (an INT8 package still runs FP32 here: this is the reference).
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lldif_edge.errors import BackendError
-from lldif_edge.package import MANIFEST, checkpoint_path
+from lldif_edge.package import Package
 from lldif_edge.runtimes.base import Backend, reject_unknown_options
 
 
@@ -33,22 +32,25 @@ class TorchBackend(Backend):
     def devices(cls) -> list[str]:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+    takes_package = True
+
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
-                 steps: int | None = None, **options):
+                 package: Package | None = None, graph: str | None = None, steps: int | None = None, **options):
         from lldif_edge.export.onnx_export import graph_specs
 
         reject_unknown_options("torch", options, ["steps"])
         model_path = Path(model_path)
-        manifest = json.loads((model_path.parent / MANIFEST).read_text())
+        if package is None:  # loaded on its own, not by a Pipeline
+            package = Package.read(model_path.parent, verify=False)
         self.device = torch.device(device or "cpu")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("torch: no CUDA GPU is visible here")
         if threads:
             torch.set_num_threads(threads)
-        model = _load(str(checkpoint_path(manifest)))
-        if steps or manifest.get("sampler"):
-            model.cfg.sample_steps = steps or manifest["sampler"]["steps"]
-        graph = model_path.stem
+        model = _load(str(package.checkpoint))
+        if steps or package.sampler:
+            model.cfg.sample_steps = steps or package.sampler["steps"]
+        graph = graph or model_path.stem
         specs = graph_specs(model)
         if graph == "fused":
             from lldif_edge.export.onnx_export import FusedGraph

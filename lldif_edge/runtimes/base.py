@@ -23,6 +23,10 @@ class Backend(ABC):
     # True when `run(feeds, keep_on_device=True)` can return device tensors that the next stage's `run`
     # accepts as inputs (a GPU pipeline then skips host copies between sub-graphs).
     device_tensors: bool = False
+    # True when the backend needs facts from the package's manifest (a graph's recorded precision, the
+    # checkpoint behind it): `Pipeline` then passes `package` (a `lldif_edge.package.Package`) and `graph` (the
+    # graph's name) as keyword arguments. Backends never read manifest.json themselves.
+    takes_package: bool = False
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

@@ -12,7 +12,7 @@ from lldif_edge.data import to_model_pixels
 from lldif_edge.errors import LldifError
 from lldif_edge.hardware import cpu_features
 from lldif_edge.metrics import calibrated_probabilities
-from lldif_edge.package import ORT_AMX_VARIANT, confidence_calibration, load_manifest
+from lldif_edge.package import ORT_AMX_VARIANT, Package
 from lldif_edge.runtimes.registry import get_backend
 
 
@@ -29,45 +29,51 @@ class Pipeline:
                  threads: int | None = None, fused: bool = False, variants: bool = True, **backend_options):
         """`variants`: run a graph's variant file where the manifest has one for this backend and machine
         (`graph_path`); False runs the main files everywhere."""
-        self.root, self.manifest = load_manifest(package)
-        m = self.manifest
-        self.classes: list[str] = list(m["classes"])
-        spec = m["input"]
-        self.input_size: int = int(spec["size"])
-        self.channels: int = int(spec["channels"])
-        self.grayscale: bool = spec["color"] == "gray"
-        self.scale = np.float32(spec.get("scale", 1 / 255))
-        self.mean = np.asarray(spec.get("mean", [0.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
-        self.std = np.asarray(spec.get("std", [1.0] * self.channels), np.float32).reshape(1, -1, 1, 1)
+        self.package = pkg = Package.read(package)
+        self.root = pkg.root
+        self.classes: list[str] = list(pkg.classes)
+        spec = pkg.input
+        self.input_size: int = spec.size
+        self.channels: int = spec.channels
+        self.grayscale: bool = spec.color == "gray"
+        self.scale = np.float32(spec.scale)
+        self.mean = np.asarray(spec.mean or [0.0] * self.channels, np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(spec.std or [1.0] * self.channels, np.float32).reshape(1, -1, 1, 1)
         # Logits -> probabilities is here, after every backend: each one gives the same calibrated confidence.
-        self.temperature, self.label_smoothing = confidence_calibration(m)
-        order = m.get("pipeline_fused") if fused else m["pipeline"]
+        self.temperature, self.label_smoothing = pkg.confidence_calibration()
+        order = pkg.pipeline_fused if fused else pkg.pipeline
         if not order:
             raise LldifError(f"package {self.root} has no fused graph (export it with --fused)")
         backend_cls = get_backend(backend)
         self.backend_name = backend
         self.stages, self.files = [], {}
         for name in order:
-            path = self.graph_path(name, backend, device) if variants else self.root / m["graphs"][name]["file"]
+            path = self.graph_path(name, backend, device) if variants else pkg.graph_path(name)
             self.files[name] = path.name
-            self.stages.append((name, backend_cls(path, device=device, threads=threads, **backend_options)))
+            # What a backend needs from the manifest it gets here (backends never read manifest.json).
+            facts = {"package": pkg, "graph": name} if backend_cls.takes_package else {}
+            self.stages.append((name, backend_cls(path, device=device, threads=threads, **facts, **backend_options)))
         # Constant inputs a graph may take besides the image: the sampler's fixed start noise, an input of the
         # denoiser in packages exported before it was folded into the graph.
         self.constants: dict[str, np.ndarray] = {}
-        if m.get("sampler"):
-            self.constants["start_noise"] = np.asarray(m["sampler"]["start_noise"], np.float32).reshape(1, -1)
+        if pkg.sampler:
+            self.constants["start_noise"] = np.asarray(pkg.sampler["start_noise"], np.float32).reshape(1, -1)
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest as a plain dict (the tools read its reports)."""
+        return self.package.to_dict()
 
     def graph_path(self, name: str, backend: str, device: str | None) -> Path:
         """The file a backend runs for graph `name`: the INT8 export's AMX variant (conv weights re-encoded
         so ONNX Runtime takes its AMX GEMM path, `reencode_conv_weights`) on ONNX Runtime's CPU provider when
         this CPU has AMX-INT8, where it was measured faster; otherwise the main file, whose symmetric weights
         are what OpenVINO, TensorRT and ORT's VNNI/AVX2 convolution kernels want."""
-        entry = self.manifest["graphs"][name]
-        variant = entry.get("variants", {}).get(ORT_AMX_VARIANT)
+        variant = self.package.graphs[name].variants.get(ORT_AMX_VARIANT)
         if (variant and backend == "onnxruntime" and (device or "cpu") == "cpu"
                 and "amx_int8" in cpu_features()["features"]):
-            return self.root / variant["file"]
-        return self.root / entry["file"]
+            return self.root / variant.file
+        return self.package.graph_path(name)
 
     # --- preprocessing -------------------------------------------------------------------------
     def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -131,7 +137,7 @@ class Pipeline:
         return self.probabilities(self.logits(self.preprocess(faces)))
 
     def describe(self) -> str:
-        main = {name: g["file"] for name, g in self.manifest["graphs"].items()}
+        main = {name: g.file for name, g in self.package.graphs.items()}
         return ", ".join(f"{name}: {stage.describe()}" + (f" ({self.files[name]})" if self.files[name] != main[name]
                                                            else "") for name, stage in self.stages)
 

@@ -31,8 +31,8 @@ Choices, and why:
   FP16 as the fallback for layers the Q/DQ nodes leave in float. No implicit calibrators (deprecated in
   TensorRT 10). `auto` is int8 for a Q/DQ graph and fp32 otherwise, i.e. the precision the package was
   verified at. Q/DQ is detected from QuantizeLinear/DequantizeLinear nodes with `onnx` when importable,
-  else from the manifest's precision for the graph (option `manifest_precision`, or the manifest.json beside
-  the ONNX), else by scanning the file for those op names. TensorRT accepts only symmetric int8 Q/DQ, so a
+  else from the manifest's precision for the graph (option `manifest_precision`, or the package `Pipeline`
+  passes), else by scanning the file for those op names. TensorRT accepts only symmetric int8 Q/DQ, so a
   graph quantised for ONNX Runtime's CPU target (uint8, asymmetric) is refused before building, with a
   one-line error naming the fix. Where the FP16/INT8 builder flags are gone (TensorRT 11: networks are
   strongly typed), a Q/DQ graph still builds int8 (the Q/DQ nodes set the types; layers outside them stay
@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from lldif_edge.errors import BackendError
-from lldif_edge.package import MANIFEST, sha256_file
+from lldif_edge.package import CalibrationReport, Package, sha256_file
 from lldif_edge.runtimes.base import Backend
 
 log = logging.getLogger(__name__)
@@ -297,19 +297,6 @@ def qdq_from_onnx(path: Path) -> bool | None:
     return any(node.op_type in QDQ_OPS for fn in model.functions for node in fn.node)
 
 
-def manifest_precision_for(path: Path) -> str | None:
-    """The precision recorded for this ONNX file in the package manifest beside it, if any."""
-    path = Path(path)
-    try:
-        manifest = json.loads((path.parent / MANIFEST).read_text())
-        for graph in manifest.get("graphs", {}).values():
-            if graph.get("file") == path.name:
-                return graph.get("precision")
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
-
-
 def qdq_from_bytes(path: Path, chunk: int = 1 << 20) -> bool:
     """Last resort without `onnx`: op types are stored as plain strings in the protobuf."""
     tokens = (b"QuantizeLinear", b"DequantizeLinear")
@@ -329,9 +316,8 @@ def onnx_has_qdq(path: Path, manifest_precision: str | None = None) -> bool:
     found = qdq_from_onnx(path)
     if found is not None:
         return found
-    label = manifest_precision if manifest_precision is not None else manifest_precision_for(path)
-    if label is not None:
-        return precision_implies_qdq(label)
+    if manifest_precision is not None:
+        return precision_implies_qdq(manifest_precision)
     return qdq_from_bytes(path)
 
 
@@ -349,19 +335,16 @@ def _nodes(graph):
                     yield from _nodes(g)
 
 
-def qdq_incompatibility(path: Path) -> str | None:
+def qdq_incompatibility(path: Path, calibration: CalibrationReport | None = None) -> str | None:
     """Why TensorRT cannot build this Q/DQ graph, or None. TensorRT's explicit quantisation needs symmetric
-    int8: int8 zero points, all 0. Packages quantised for the CPU target use uint8 asymmetric activations."""
+    int8: int8 zero points, all 0. Packages quantised for the CPU target use uint8 asymmetric activations.
+    Without `onnx`, the package's calibration record decides (None: nothing to go on, TensorRT will say)."""
     fix = "re-quantise the package with the 'tensorrt' calibration target (symmetric int8)"
     try:
         import onnx
         from onnx import numpy_helper
     except ImportError:
-        try:
-            cal = json.loads((Path(path).parent / MANIFEST).read_text()).get("calibration") or {}
-        except (OSError, ValueError, AttributeError):
-            return None
-        if cal.get("activation_type") == "uint8" or cal.get("activation_symmetric") is False:
+        if calibration is not None and calibration.asymmetric_activations:
             return f"its manifest says it was quantised with asymmetric uint8 activations; {fix}"
         return None
     model = onnx.load(str(path), load_external_data=False)
@@ -623,7 +606,12 @@ class TensorRTBackend(Backend):
         ok, _, gpus, _ = _probe()
         return [f"cuda:{g.index}" for g in gpus] if ok else []
 
-    def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None, **options):
+    takes_package = True
+
+    def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
+                 package: Package | None = None, graph: str | None = None, **options):
+        """`package`, `graph`: the manifest and the graph this file is (from `Pipeline`): its recorded
+        precision and calibration tell Q/DQ and its encoding apart where `onnx` is not installed."""
         self._closed = True  # until the stream exists; makes close()/__del__ safe after a failed __init__
         ok, why, gpus, trt_version = _probe()
         if not ok:
@@ -644,12 +632,14 @@ class TensorRTBackend(Backend):
         self.max_batch, self.opt_batch = opts["max_batch"], opts["opt_batch"]
         self.requested_precision = opts["precision"]
         self._weak_typing = weakly_typed(trt)
-        qdq = onnx_has_qdq(self.model_path, opts["manifest_precision"])
+        recorded = package.graphs[graph].precision if package is not None and graph in package.graphs else None
+        calibration = package.calibration if package is not None else None
+        qdq = onnx_has_qdq(self.model_path, opts["manifest_precision"] or recorded)
         self.precision, warning = resolve_precision(opts["precision"], qdq, self._weak_typing)
         if warning:
             log.warning("tensorrt: %s: %s", self.model_path.name, warning)
         if self.precision == "int8":
-            problem = qdq_incompatibility(self.model_path)
+            problem = qdq_incompatibility(self.model_path, calibration)
             if problem:
                 raise BackendError(f"tensorrt cannot build {self.model_path.name}: {problem}")
         if self.precision == "fp16" and not self._weak_typing:
