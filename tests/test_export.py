@@ -158,6 +158,20 @@ def test_not_a_package_and_unknown_backend(package, tmp_path):
         load_pipeline(package, backend="nope")
 
 
+def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_path):
+    from lldif_edge.lldif.torch_backend import _load
+    from lldif_edge.package import Package
+
+    k = preset_config("tiny").sample_steps + 2
+    manifest = export_package(tiny_ckpt, tmp_path / "k", steps=k)  # verified against torch with k steps
+    assert manifest["sampler"]["steps"] == k and len(manifest["sampler"]["timesteps"]) == k
+    faces = synthetic_faces(8, 48, seed=3)[0]
+    ours = load_pipeline(tmp_path / "k").predict(faces)
+    np.testing.assert_allclose(load_pipeline(tmp_path / "k", backend="torch").predict(faces), ours, atol=1e-4)
+    cached = _load(str(Package.read(tmp_path / "k").checkpoint))  # the torch backend's model, shared
+    assert cached.cfg.sample_steps == preset_config("tiny").sample_steps
+
+
 def test_the_typed_manifest_reads_the_shipped_packages_and_keeps_every_key():
     from lldif_edge.package import DEFAULT_PACKAGES, MANIFEST, Package, sha256_file
 

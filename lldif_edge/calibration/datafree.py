@@ -52,7 +52,7 @@ class _BNRecorder:
             h.remove()
 
 
-def _forward(model: LLDif, x: torch.Tensor, with_logits: bool) -> torch.Tensor | None:
+def _forward(model: LLDif, x: torch.Tensor, with_logits: bool, k: int | None = None) -> torch.Tensor | None:
     """Run the BN layers we match (hooks record them) and, for the class term, the logits. The EPD the
     LLformer is given is computed without gradient: backpropagating through the K unrolled sampler steps
     would triple the cost of a step for little change in the images."""
@@ -64,7 +64,7 @@ def _forward(model: LLDif, x: torch.Tensor, with_logits: bool) -> torch.Tensor |
         return model.llformer(x)
     with torch.no_grad():
         cond = model.cond_encoder.proj(feats.mean(dim=(2, 3)))
-        epd = ddim_sample(model.denoiser, cond, model.start_noise, model.sampler_timesteps(), model.alphas_cumprod)
+        epd = ddim_sample(model.denoiser, cond, model.start_noise, model.sampler_timesteps(k), model.alphas_cumprod)
     return model.llformer(x, epd)
 
 
@@ -81,8 +81,9 @@ def bn_statistic_loss(model: LLDif, faces: np.ndarray) -> float:
 
 
 def synthesize_faces(model: LLDif, count: int = 64, steps: int = 50, lr: float = 0.1,
-                     class_weight: float = 0.1, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """`count` uint8 faces (N,S,S,C) whose BN statistics match the model's; and what the optimisation did."""
+                     class_weight: float = 0.1, seed: int = 0, k: int | None = None) -> tuple[np.ndarray, dict]:
+    """`count` uint8 faces (N,S,S,C) whose BN statistics match the model's; and what the optimisation did
+    (`steps` of it). `k`: the sampler step count of the class term (default: the checkpoint's)."""
     cfg = model.cfg
     layers = bn_layers(model)
     if not layers:
@@ -104,7 +105,7 @@ def synthesize_faces(model: LLDif, count: int = 64, steps: int = 50, lr: float =
             for step in range(steps):
                 rec.records.clear()
                 x = torch.sigmoid(z).expand(-1, cfg.in_chans, -1, -1)
-                logits = _forward(model, x, class_weight > 0)
+                logits = _forward(model, x, class_weight > 0, k)
                 bn = _bn_loss(rec.records)
                 loss = bn + (class_weight * F.cross_entropy(logits, targets) if logits is not None else 0.0)
                 opt.zero_grad(set_to_none=True)
@@ -124,7 +125,7 @@ def synthesize_faces(model: LLDif, count: int = 64, steps: int = 50, lr: float =
                 "bn_loss_end": bn_statistic_loss(model, faces), "seconds": round(time.perf_counter() - t0, 2)}
         if class_weight > 0:
             xx = torch.from_numpy(faces).permute(0, 3, 1, 2).float().div(255).expand(-1, cfg.in_chans, -1, -1)
-            info["class_hit_rate"] = float((model(xx).argmax(-1) == targets).float().mean())
+            info["class_hit_rate"] = float((model(xx, k).argmax(-1) == targets).float().mean())
     log.info("data-free: %d faces in %.1f s, BN statistic loss %.3f -> %.3f", count, info["seconds"],
              info["bn_loss_start"], info["bn_loss_end"])
     return np.ascontiguousarray(faces), info

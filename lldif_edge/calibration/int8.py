@@ -374,7 +374,7 @@ def _beats(a: dict, b: dict) -> bool:
 
 
 def _datafree(bench: _Workbench, model, pipe: Pipeline, count: int, ref: np.ndarray, seed: int,
-              steps: int) -> tuple[dict, dict]:
+              steps: int, k: int | None = None) -> tuple[dict, dict]:
     """Three calibration sets that need no user data, chosen per sub-graph by agreement with FP32 (each
     measured with only that sub-graph in INT8): BN-statistic synthesis, the uniform-noise control, and
     procedurally drawn faces through the low-light synthesis (on the default model the first two left
@@ -382,7 +382,7 @@ def _datafree(bench: _Workbench, model, pipe: Pipeline, count: int, ref: np.ndar
     from lldif_edge.calibration.datafree import bn_statistic_loss, noise_faces, synthesize_faces
 
     cfg = model.cfg
-    synth, sinfo = synthesize_faces(model, count=count, steps=steps, seed=seed)
+    synth, sinfo = synthesize_faces(model, count=count, steps=steps, seed=seed, k=k)
     channels = synth.shape[-1]
     noise = noise_faces(count, cfg.input_size, channels, seed)
     drawn = np.repeat(synthetic_faces(count, cfg.input_size, seed)[0][..., None], channels, axis=-1)
@@ -437,8 +437,6 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
         work = Path(tmp)
         model, _ = load_checkpoint(model_path)
         cfg = model.cfg
-        if steps:
-            cfg.sample_steps = steps
         channels = 1 if cfg.grayscale else 3
 
         # Calibration faces and evaluation images first: a bad source fails before any slow work.
@@ -467,7 +465,7 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
             bench.set_inputs("select", fp32.preprocess(sel_faces))
             ref = bench.logits({g: FP32 for g in bench.graphs}, "select")
             n = min(calib_count, DATAFREE_MAX)
-            base, datafree_report = _datafree(bench, model, fp32, n, ref, seed, datafree_steps)
+            base, datafree_report = _datafree(bench, model, fp32, n, ref, seed, datafree_steps, k=steps)
             names = {"synth": "BN-statistic synthesis", "noise": "uniform-noise control", "drawn": "drawn dark faces"}
             used = [t for t in names if any(c[0] == t for c in base.values())]
             source_info = {"source": "data-free: " + " + ".join(names[t] for t in used),

@@ -50,11 +50,11 @@ class DenoiserGraph(nn.Module):
     (at batch 1 those small ops took most of the denoiser's time in ONNX Runtime).
     """
 
-    def __init__(self, model: LLDif):
+    def __init__(self, model: LLDif, k: int | None = None):
         super().__init__()
         d, e, c = model.denoiser, model.cfg.epd_dim, model.cfg.cond_dim
         first = d.net[0]
-        self.ts, self.rest = model.sampler_timesteps(), d.net[1:]
+        self.ts, self.rest = model.sampler_timesteps(k), d.net[1:]
         with torch.no_grad():
             w = first.weight
             temb = timestep_embedding(torch.tensor(self.ts, dtype=torch.float32), d.time_dim)
@@ -91,12 +91,12 @@ class LLformerGraph(nn.Module):
 
 
 class FusedGraph(nn.Module):
-    def __init__(self, model: LLDif):
+    def __init__(self, model: LLDif, k: int | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.k = model, k
 
     def forward(self, image):
-        return self.model(image)
+        return self.model(image, self.k)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
@@ -108,8 +108,10 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def graph_specs(model: LLDif) -> dict[str, tuple[nn.Module, dict[str, list[int]], dict[str, list[int]]]]:
-    """name -> (module, inputs with shapes, outputs with shapes); -1 is the dynamic batch."""
+def graph_specs(model: LLDif, k: int | None = None) -> dict[str, tuple[nn.Module, dict[str, list[int]],
+                                                                      dict[str, list[int]]]]:
+    """name -> (module, inputs with shapes, outputs with shapes); -1 is the dynamic batch. `k`: the sampler
+    step count the denoiser unrolls (default: the checkpoint's)."""
     c = model.cfg
     image = [-1, c.in_chans, c.input_size, c.input_size]
     logits = [-1, len(c.classes)]
@@ -117,7 +119,7 @@ def graph_specs(model: LLDif) -> dict[str, tuple[nn.Module, dict[str, list[int]]
         return {"llformer": (LLformerGraph(model), {"image": image}, {"logits": logits})}
     return {
         "cond": (CondGraph(model), {"image": image}, {"cond": [-1, c.cond_dim]}),
-        "denoiser": (DenoiserGraph(model), {"cond": [-1, c.cond_dim]}, {"epd": [-1, c.epd_dim]}),
+        "denoiser": (DenoiserGraph(model, k), {"cond": [-1, c.cond_dim]}, {"epd": [-1, c.epd_dim]}),
         "llformer": (LLformerGraph(model), {"image": image, "epd": [-1, c.epd_dim]}, {"logits": logits}),
     }
 
@@ -173,11 +175,11 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
     model, meta = load_checkpoint(ckpt)
     cfg = model.cfg
     distilled = meta.get("distillation")
-    if steps and cfg.prior and steps != cfg.sample_steps:
+    k = steps or cfg.sample_steps  # the sampler step count K: an argument, the checkpoint's config stays as is
+    if cfg.prior and k != cfg.sample_steps:
         log.warning("exporting a %d-step sampler from a checkpoint made for %d steps: accuracy is not the "
-                    "distilled one (run `lldif-edge distill --steps %d` first)", steps, cfg.sample_steps, steps)
-        cfg.sample_steps = steps
-    specs = graph_specs(model)
+                    "distilled one (run `lldif-edge distill --steps %d` first)", k, cfg.sample_steps, k)
+    specs = graph_specs(model, k)
     manifest = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -202,18 +204,18 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
         calib_faces, dropped = confidence.load_faces(confidence_data, cfg.classes, cfg.input_size,
                                                      1 if cfg.grayscale else 3, confidence_exclude, ckpt)
     if cfg.prior:
-        ts = model.sampler_timesteps()
+        ts = model.sampler_timesteps(k)
         manifest["sampler"] = {
-            "steps": cfg.sample_steps, "timesteps": ts, "schedule_timesteps": cfg.timesteps,
+            "steps": k, "timesteps": ts, "schedule_timesteps": cfg.timesteps,
             "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
             "alphas_cumprod": [float(model.alphas_cumprod[t]) for t in ts],
-            "teacher_steps": distilled["teacher_steps_s"] if distilled else cfg.sample_steps,
+            "teacher_steps": distilled["teacher_steps_s"] if distilled else k,
             "distilled": bool(distilled),
             "start_noise": model.start_noise.flatten().tolist(),
         }
     if fused:
         c = cfg
-        specs["fused"] = (FusedGraph(model), {"image": [-1, c.in_chans, c.input_size, c.input_size]},
+        specs["fused"] = (FusedGraph(model, k), {"image": [-1, c.in_chans, c.input_size, c.input_size]},
                           {"logits": [-1, len(c.classes)]})
     with PackageWriter(out, force) as writer:
         for name, (module, inputs, outputs) in specs.items():
@@ -223,7 +225,7 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
             manifest["graphs"][name] = {"file": path.name, "sha256": sha256_file(path), "precision": "fp32",
                                         "bytes": path.stat().st_size, "inputs": inputs, "outputs": outputs}
         write_manifest(writer.tmp, manifest)
-        manifest["verification"] = verify_package(model, writer.tmp, verify_data, fused)
+        manifest["verification"] = verify_package(model, writer.tmp, verify_data, fused, k)
         if calib_faces is not None:
             from lldif_edge.runtimes.pipeline import Pipeline
 
@@ -234,14 +236,16 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
     return manifest
 
 
-def verify_package(model: LLDif, root: Path, verify_data: str | Path | None, fused: bool) -> dict:
-    """ONNX Runtime vs PyTorch on darkened faces; OpenVINO must read every graph when it is installed."""
+def verify_package(model: LLDif, root: Path, verify_data: str | Path | None, fused: bool,
+                   k: int | None = None) -> dict:
+    """ONNX Runtime vs PyTorch (`k` sampler steps) on darkened faces; OpenVINO must read every graph when it
+    is installed."""
     from lldif_edge.runtimes.pipeline import Pipeline
 
     faces, source = verification_images(model, verify_data)
     with torch.no_grad():
         x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255
-        reference = model(x.expand(-1, model.cfg.in_chans, -1, -1)).numpy()
+        reference = model(x.expand(-1, model.cfg.in_chans, -1, -1), k).numpy()
     result = {"source": source}
     for variant in ["sub-graphs"] + (["fused"] if fused else []):
         pipe = Pipeline(root, fused=variant == "fused")

@@ -47,15 +47,14 @@ class TorchBackend(Backend):
             raise BackendError("torch: no CUDA GPU is visible here")
         if threads:
             torch.set_num_threads(threads)
-        model = _load(str(package.checkpoint))
-        if steps or package.sampler:
-            model.cfg.sample_steps = steps or package.sampler["steps"]
+        model = _load(str(package.checkpoint))  # cached and shared: never changed here
+        k = steps or (package.sampler or {}).get("steps")
         graph = graph or model_path.stem
-        specs = graph_specs(model)
+        specs = graph_specs(model, k)
         if graph == "fused":
             from lldif_edge.export.onnx_export import FusedGraph
 
-            module, inputs, outputs = FusedGraph(model), ["image"], ["logits"]
+            module, inputs, outputs = FusedGraph(model, k), ["image"], ["logits"]
         elif graph in specs:
             module, ins, outs = specs[graph]
             inputs, outputs = list(ins), list(outs)
