@@ -253,11 +253,12 @@ def evaluate(
         extra.update(backend=pipe.describe(), graphs={k: v["precision"] for k, v in pipe.manifest["graphs"].items()})
         if compare:
             from lldif_edge.lldif.reference import reference_logits
+            from lldif_edge.metrics import compare_logits
             from lldif_edge.package import checkpoint_path
 
-            ref = reference_logits(model or checkpoint_path(pipe.manifest), images)
-            extra["agreement_with_torch"] = float((ref.argmax(-1) == logits.argmax(-1)).mean())
-            extra["max_abs_logit_diff_vs_torch"] = float(abs(ref - logits).max())
+            diff = compare_logits(reference_logits(model or checkpoint_path(pipe.manifest), images), logits)
+            extra["agreement_with_torch"] = diff["top1_agreement"]
+            extra["max_abs_logit_diff_vs_torch"] = diff["max_abs_logit_diff"]
     else:
         from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
         from lldif_edge.lldif.model import count_macs, inference_parameters
@@ -455,7 +456,10 @@ def export(
     force: bool = typer.Option(False, help="Replace a non-empty --out"),
     verify_data: Path | None = typer.Option(None, help="Labelled folder of real faces for the parity check "
                                                            "(default: generated faces)"),
-    int8: bool = typer.Option(False, "--int8", help="Write an INT8 package (static QDQ, per-channel weights)"),
+    target: str | None = typer.Option(None, "--target", help="What to write: fp32 (default), int8-cpu, "
+                                      "int8-tensorrt (the table in lldif_edge/export/targets.py)"),
+    int8: bool = typer.Option(False, "--int8", help="Write an INT8 package (static QDQ, per-channel weights): "
+                                                    "--target int8-<--int8-target>"),
     calib: Path | None = typer.Option(None, "--calib", help="--int8: folder of face crops or photos, or a video "
                                                             "file (default: data-free calibration)"),
     calib_camera: int | None = typer.Option(None, "--calib-camera", help="--int8: calibrate on camera N"),
@@ -485,34 +489,40 @@ def export(
         None, "--confidence-exclude", help="Training folder: drop byte-identical images from --confidence-data"),
 ) -> None:
     """Export a checkpoint into a verified model package of ONNX sub-graphs (FP32, or INT8 with --int8)."""
+    from lldif_edge.export.targets import TARGETS, Common, Int8Settings
+    from lldif_edge.export.targets import export as export_target
+
     check_output(out, "--out", folder=True)
     if confidence_exclude and not confidence_data:
         raise LldifError("--confidence-exclude only applies with --confidence-data")
-    if not int8:
+    if int8 and f"int8-{int8_target}" not in TARGETS:
+        raise LldifError(f"unknown --int8-target '{int8_target}' (choose from "
+                         f"{', '.join(n.removeprefix('int8-') for n, t in TARGETS.items() if t.int8)})")
+    if int8 and target not in (None, f"int8-{int8_target}"):
+        raise LldifError(f"--int8 --int8-target {int8_target} means --target int8-{int8_target}, not {target}")
+    name = target or (f"int8-{int8_target}" if int8 else "fp32")
+    if name not in TARGETS:
+        raise LldifError(f"unknown --target '{name}' (choose from {', '.join(TARGETS)})")
+    common = Common(steps=steps, opset=opset, fused=fused, force=force, verify_data=verify_data,
+                    confidence_data=confidence_data, confidence_exclude=confidence_exclude)
+    if not TARGETS[name].int8:
         given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
                                       ("--int8-exclude", int8_exclude),
                                       ("--int8-reduce-range/--int8-full-range", int8_reduce_range)) if v is not None]
         if given or darken_calib:
             raise LldifError(f"{', '.join(given + (['--darken'] if darken_calib else []))} only apply with --int8")
     else:
-        from lldif_edge.calibration.int8 import export_int8
-
         if fused:
             console.print("[yellow]--fused is ignored with --int8: the INT8 package runs its sub-graphs")
         exclude = None if int8_exclude is None else [e for e in int8_exclude.split(",") if e.strip()]
-        report = export_int8(model, out, calib=calib, calib_camera=calib_camera, calib_count=calib_count,
-                             method=calib_method, darken=darken_calib, target=int8_target, eval_dir=eval_dir,
-                             force=force, exclude=exclude, steps=steps, opset=opset, verify_data=verify_data,
-                             keep_faster_subgraphs=int8_keep_faster, reduce_range=int8_reduce_range,
-                             confidence_data=confidence_data, confidence_exclude=confidence_exclude)
+        settings = Int8Settings(calib=calib, calib_camera=calib_camera, calib_count=calib_count, method=calib_method,
+                                darken=darken_calib, eval_dir=eval_dir, exclude=exclude,
+                                reduce_range=int8_reduce_range, keep_faster=int8_keep_faster)
+        report = export_target(name, model, out, common, settings)
         _print_int8(report)
         _print_calibration(report["confidence_calibration"])
         return
-    from lldif_edge.export.onnx_export import export_package
-
-    manifest = export_package(model, out, steps=steps, opset=opset, fused=fused, force=force,
-                              verify_data=verify_data, confidence_data=confidence_data,
-                              confidence_exclude=confidence_exclude)
+    manifest = export_target(name, model, out, common)
     v = manifest["verification"]
     console.print(f"wrote {out}: "
                   + ", ".join(f"{k} ({g['bytes'] / 1e3:.0f} kB)" for k, g in manifest["graphs"].items()))

@@ -72,6 +72,12 @@ MAX_LABEL_SMOOTHING = 0.5
 LOSS_FLOOR = 1e-4  # the fit's log loss clips probabilities here: undoing smoothing can set a class to exactly 0
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 def calibrated_probabilities(logits: np.ndarray, temperature: float = 1.0,
                              label_smoothing: float = 0.0) -> np.ndarray:
     """Class probabilities from logits: softmax(logits / temperature), then label smoothing undone.
@@ -240,3 +246,14 @@ def write_risk_coverage_png(curve: dict, path: str | Path, title: str = "",
     cv2.putText(img, f"{curve['faces']} faces; AURC {curve['aurc']:.4f}", (10, img.shape[0] - 10), _FONT, 0.42,
                 (80, 80, 80), 1, cv2.LINE_AA)
     return write_png(img, path)
+
+
+def compare_logits(ref: np.ndarray, got: np.ndarray) -> dict:
+    """How far logits `got` are from the reference `ref` (same faces): top-1 agreement, mean KL divergence of
+    the softmaxes, the largest absolute logit difference. The one comparison of export verification,
+    calibration and `eval --compare`."""
+    p, q = softmax(ref), softmax(got)
+    kl = np.maximum((p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(-1), 0.0)
+    return {"top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+            "mean_kl": float(kl.mean()), "max_abs_logit_diff": float(np.abs(ref - got).max()),
+            "images": int(len(ref))}

@@ -209,7 +209,7 @@ def test_fit_at_export_and_refit_in_place(tiny_package, faces_train, faces_val, 
 
 
 def test_int8_export_fits_its_own_logits(tiny_package, faces_val, tmp_path):
-    from lldif_edge.calibration.int8 import export_int8
+    from lldif_edge.export.int8_export import export_int8
     from lldif_edge.package import checkpoint_path
     from lldif_edge.runtimes import load_pipeline
 

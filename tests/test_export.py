@@ -158,6 +158,17 @@ def test_not_a_package_and_unknown_backend(package, tmp_path):
         load_pipeline(package, backend="nope")
 
 
+def test_the_export_front_door_refuses_unknown_targets_and_misplaced_settings(tiny_ckpt, tmp_path):
+    from lldif_edge.export.targets import TARGETS, Int8Settings, export
+
+    assert {"fp32", "int8-cpu", "int8-tensorrt"} <= set(TARGETS)
+    with pytest.raises(LldifError, match="unknown export target 'int4' \\(choose from fp32, int8-cpu"):
+        export("int4", tiny_ckpt, tmp_path / "a")
+    with pytest.raises(LldifError, match="'fp32' does not calibrate"):
+        export("fp32", tiny_ckpt, tmp_path / "b", int8=Int8Settings(calib_count=8))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_path):
     from lldif_edge.lldif.torch_backend import _load
     from lldif_edge.package import Package
@@ -331,7 +342,7 @@ def test_equalizing_model_exports_and_agrees_with_torch(tmp_path_factory, backen
 def test_the_film_adapter_design_exports_and_quantizes(tmp_path):
     """The second design (residual CNN, the EPD through zero-initialised FiLM adapters at every stage) goes
     through the same export: FP32 agrees with torch, the data-free INT8 package loads in ONNX Runtime."""
-    from lldif_edge.calibration.int8 import export_int8
+    from lldif_edge.export.int8_export import export_int8
 
     torch.manual_seed(0)
     cfg = preset_config("rescnn", stem_channels=(8, 16), stem_blocks=(0, 1), embed_dim=16, epd_dim=8, clip_dim=8,

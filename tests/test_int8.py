@@ -18,7 +18,6 @@ pytest.importorskip("onnxruntime.quantization")
 
 from pattern_faces import face_image, make_faces  # noqa: E402
 
-from lldif_edge.calibration.int8 import export_int8  # noqa: E402
 from lldif_edge.calibration.quantize import TensorReader, node_groups, preprocess_graph  # noqa: E402
 from lldif_edge.calibration.sources import (  # noqa: E402
     ArraySource,
@@ -28,6 +27,7 @@ from lldif_edge.calibration.sources import (  # noqa: E402
     open_source,
 )
 from lldif_edge.errors import DataError, LldifError, PackageError  # noqa: E402
+from lldif_edge.export.int8_export import export_int8  # noqa: E402
 from lldif_edge.package import load_manifest  # noqa: E402
 from lldif_edge.runtimes.pipeline import Pipeline  # noqa: E402
 

@@ -3,7 +3,8 @@
 * `sources`: calibration faces from a folder, a video, a camera or arrays (one reader protocol). Torch-free.
 * `datafree`: BN-statistic synthesis of calibration images, and its uniform-noise control. Needs torch.
 * `quantize`: static QDQ quantization of one sub-graph with ONNX Runtime, node groups, operator counts.
-* `int8`: `export_int8`, the whole `lldif-edge export --int8`: checkpoint -> verified INT8 package + report.
+* `int8`: the INT8 toolbox (workbench, data-free sets, mixed-precision search, AMX variants) that
+  `lldif_edge.export.int8_export` drives; nothing here exports a package.
 * `confidence`: confidence calibration of a package (temperature, undone label smoothing) on held-out faces.
   Torch-free.
 

@@ -1,30 +1,26 @@
-"""`lldif-edge export --int8`: a checkpoint -> an INT8 model package (docs/design.md, section 4).
+"""The INT8 toolbox the exporter (`lldif_edge.export.int8_export`) drives; it never exports anything itself.
 
-1. Export and verify the FP32 package (`export_package`) into a scratch folder.
-2. Calibration faces: a folder, a video, a camera (`sources`), or data-free (`datafree`: BN-statistic
-   synthesis, kept per sub-graph only where it beats the uniform-noise control).
-3. Run the FP32 pipeline on them and record what each sub-graph receives (cond: images; denoiser: cond
-   outputs; llformer: images + EPD), so every part is calibrated on its real inputs.
-4. ORT pre-processing, then static QDQ quantization with per-channel weights (`quantize`).
-5. Mixed precision by measurement: on the cpu target keep in float what int8 kernels cannot speed up (the
-   image's first convs, matrix-vector Gemms, the attention core, the per-image standardisation), quantize
-   everything else, then measure what keeping each candidate in float (a whole cond/denoiser sub-graph; each
-   sub-graph's elementwise nodes; the LayerNormalization, Softmax, Gelu and residual-Add nodes of
-   cond/llformer) buys in top-1 agreement and KL divergence with FP32; keep in float only what pays (greedy,
-   see `_better`). An explicit `exclude` list replaces the search.
-6. Write the package (PackageWriter: temp folder + rename; nothing lands in `out` on failure); on a CPU with
-   AMX-INT8, add ONNX Runtime variants where they are faster (`add_amx_variants`). Then a report: sizes,
-   float ops ORT still runs, agreement/accuracy on `eval_dir`, latency FP32 vs INT8.
+* `Workbench`: the scratch state of one INT8 export (pre-processed graphs, range caches per calibration set,
+  quantized variants) and a stage-wise evaluator for trying precision choices.
+* `stage_feeds`: what each sub-graph of the FP32 pipeline receives on given faces (cond: images; denoiser:
+  cond outputs; llformer: images + EPD), so every part is calibrated on its real inputs.
+* `datafree_config`: data-free calibration sets (BN-statistic synthesis, the uniform-noise control, drawn dark
+  faces), chosen per sub-graph.
+* Mixed precision by measurement: on the cpu target keep in float what int8 kernels cannot speed up
+  (`apply_speed_groups`: the image's first convs, matrix-vector Gemms, the attention core, the per-image
+  standardisation), then measure what keeping each candidate in float (a whole cond/denoiser sub-graph; each
+  sub-graph's elementwise nodes; the LayerNormalization, Softmax, Gelu and residual-Add nodes of cond/llformer)
+  buys in top-1 agreement and KL divergence with FP32; keep in float only what pays (`choose_precision`, greedy,
+  see `_better`). `parse_exclude`: an explicit list instead. `keep_faster`: FP32 where INT8 is slower here.
+* `add_amx_variants`: ONNX Runtime AMX variants on a CPU with AMX-INT8, kept where faster.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import logging
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +33,17 @@ from lldif_edge.calibration.quantize import (
     QuantSettings,
     TensorReader,
     calibrate_graph,
-    classify_ops,
     node_groups,
-    optimized_op_counts,
     preprocess_graph,
     quantize_graph,
     reencode_conv_weights,
 )
-from lldif_edge.calibration.sources import collect_faces, open_source
-from lldif_edge.data import load_folder
-from lldif_edge.errors import LldifError, PackageError
+from lldif_edge.errors import LldifError
 from lldif_edge.hardware import cpu_features
 from lldif_edge.lowlight import darken_many
-from lldif_edge.package import CONFIDENCE_KEY, ORT_AMX_VARIANT, PackageWriter, sha256_file, write_manifest
-from lldif_edge.runtimes.pipeline import Pipeline, softmax
+from lldif_edge.metrics import compare_logits
+from lldif_edge.package import ORT_AMX_VARIANT, sha256_file, write_manifest
+from lldif_edge.runtimes.pipeline import Pipeline
 from lldif_edge.synthetic import synthetic_faces
 
 log = logging.getLogger(__name__)
@@ -66,14 +59,6 @@ FP32 = "fp32"
 
 
 # ---------------------------------------------------------------- small helpers
-def compare_logits(ref: np.ndarray, got: np.ndarray) -> dict:
-    p, q = softmax(ref), softmax(got)
-    kl = np.maximum((p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(-1), 0.0)
-    return {"top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
-            "mean_kl": float(kl.mean()), "max_abs_logit_diff": float(np.abs(ref - got).max()),
-            "images": int(len(ref))}
-
-
 def _better(a: dict, b: dict, min_gain: float) -> bool:
     """Is measurement `a` enough better than `b` to pay for keeping something in float?"""
     da = a["top1_agreement"] - b["top1_agreement"]
@@ -107,7 +92,7 @@ def measure_latency(pipes: dict[str, Pipeline], faces: np.ndarray, runs: int = 2
 
 
 # ---------------------------------------------------------------- the workbench
-class _Workbench:
+class Workbench:
     """Scratch state of one INT8 export: pre-processed graphs, range caches per calibration set, the quantized
     variants already built, and a stage-wise evaluator for trying precision choices (a stage reruns only when
     it or a stage before it changed)."""
@@ -203,7 +188,7 @@ class _Workbench:
 
 
 # ---------------------------------------------------------------- exclusions
-def _candidates(bench: _Workbench) -> dict[str, tuple[str, str | None]]:
+def _candidates(bench: Workbench) -> dict[str, tuple[str, str | None]]:
     """name -> (sub-graph, group or None for the whole sub-graph)."""
     out: dict[str, tuple[str, str | None]] = {}
     for g in ("cond", "denoiser"):
@@ -216,7 +201,7 @@ def _candidates(bench: _Workbench) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def _apply(bench: _Workbench, config: dict, graph: str, group: str | None = None,
+def _apply(bench: Workbench, config: dict, graph: str, group: str | None = None,
            nodes: list[str] | None = None) -> dict:
     new = dict(config)
     if new[graph] == FP32:
@@ -229,7 +214,7 @@ def _apply(bench: _Workbench, config: dict, graph: str, group: str | None = None
     return new
 
 
-def apply_speed_groups(bench: _Workbench, config: dict) -> tuple[dict, list[str]]:
+def apply_speed_groups(bench: Workbench, config: dict) -> tuple[dict, list[str]]:
     """Keep the SPEED_GROUPS in float (short-dot convs, matrix-vector Gemms, the attention core), and a
     sub-graph with no int8 conv or matmul left in FP32 whole: its element-wise ops alone would only add Q/DQ.
     Measured on the default model (AVX-512 VNNI + AMX, ORT, 1 thread, 3,000 interleaved runs, p50 per face),
@@ -251,7 +236,7 @@ def apply_speed_groups(bench: _Workbench, config: dict) -> tuple[dict, list[str]
     return config, kept
 
 
-def parse_exclude(bench: _Workbench, config: dict, exclude: list[str]) -> tuple[dict, list[str]]:
+def parse_exclude(bench: Workbench, config: dict, exclude: list[str]) -> tuple[dict, list[str]]:
     """Entries: a sub-graph ('denoiser': all of it in float), a group ('LayerNormalization' in every sub-graph,
     or 'llformer:Softmax'), or a node name ('llformer:/llformer/blocks.0/attn/Softmax', or the bare name)."""
     import onnx
@@ -283,7 +268,7 @@ def parse_exclude(bench: _Workbench, config: dict, exclude: list[str]) -> tuple[
     return config, done
 
 
-def choose_precision(bench: _Workbench, base: dict, ref: np.ndarray, desc: str,
+def choose_precision(bench: Workbench, base: dict, ref: np.ndarray, desc: str,
                      min_gain: float = MIN_GAIN) -> tuple[dict, dict]:
     """Measure every candidate against all-INT8 and keep in float, greedily, only what pays."""
     def measure(cfg):
@@ -313,7 +298,7 @@ def choose_precision(bench: _Workbench, base: dict, ref: np.ndarray, desc: str,
     }
 
 
-def keep_faster(bench: _Workbench, config: dict, faces: np.ndarray, runs: int = 100) -> tuple[dict, dict]:
+def keep_faster(bench: Workbench, config: dict, faces: np.ndarray, runs: int = 100) -> tuple[dict, dict]:
     """Keep in FP32 every sub-graph whose INT8 version is slower on this machine (median per face at batch 1,
     1 thread). Opt-in: the export machine is not always the deployment machine."""
     roots = {}
@@ -373,7 +358,7 @@ def _beats(a: dict, b: dict) -> bool:
     return a["mean_kl"] < 0.9 * b["mean_kl"] and b["mean_kl"] - a["mean_kl"] > KL_FLOOR
 
 
-def _datafree(bench: _Workbench, model, pipe: Pipeline, count: int, ref: np.ndarray, seed: int,
+def datafree_config(bench: Workbench, model, pipe: Pipeline, count: int, ref: np.ndarray, seed: int,
               steps: int, k: int | None = None) -> tuple[dict, dict]:
     """Three calibration sets that need no user data, chosen per sub-graph by agreement with FP32 (each
     measured with only that sub-graph in INT8): BN-statistic synthesis, the uniform-noise control, and
@@ -407,175 +392,3 @@ def _datafree(bench: _Workbench, model, pipe: Pipeline, count: int, ref: np.ndar
     whole = {names[tag]: compare_logits(ref, bench.logits({g: (tag, frozenset()) for g in bench.graphs}, "select"))
              for tag in sets}
     return config, {"synthesis": sinfo, "per_subgraph": per_graph, "all_subgraphs": whole}
-
-
-# ---------------------------------------------------------------- the entry point
-def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Path | None = None,
-                calib_camera: int | None = None, calib_count: int = 256, method: str = "minmax",
-                darken: bool = False, target: str = "cpu", eval_dir: str | Path | None = None,
-                force: bool = False, exclude: list[str] | None = None, steps: int | None = None,
-                opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool | None = None,
-                datafree_steps: int = 50, latency_runs: int = 200, min_agreement: float = MIN_AGREEMENT,
-                min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0,
-                confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
-    """Write a verified INT8 package into `out`; returns the report (also in its manifest, 'int8_report').
-
-    `calib`: a folder (face crops or photos) or a video file; `calib_camera`: a camera index; neither:
-    data-free. `exclude`: None measures what to keep in float; a list (possibly empty) decides it instead
-    (see `parse_exclude`). `keep_faster_subgraphs`: also keep in FP32 the sub-graphs whose INT8 version is
-    slower on the exporting machine (on an AVX2 CPU: the unrolled denoiser). `confidence_data`,
-    `confidence_exclude`: held-out labelled faces to fit the INT8 package's confidence calibration on
-    (`export_package`). Nothing is written to `out` unless every step succeeds.
-    """
-    from lldif_edge.calibration import confidence
-    from lldif_edge.export.onnx_export import export_package
-    from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
-
-    settings = QuantSettings(target=target, method=method, reduce_range=reduce_range)
-    t_start = time.perf_counter()
-    with PackageWriter(out, force) as writer, tempfile.TemporaryDirectory(prefix="lldif-int8-") as tmp:
-        work = Path(tmp)
-        model, _ = load_checkpoint(model_path)
-        cfg = model.cfg
-        channels = 1 if cfg.grayscale else 3
-
-        # Calibration faces and evaluation images first: a bad source fails before any slow work.
-        source_info = None
-        if calib is not None or calib_camera is not None:
-            source = open_source(calib, calib_camera, calib_count)
-            faces, source_info = collect_faces(source, calib_count, cfg.input_size, channels, darken, seed)
-        eval_set = None
-        if eval_dir is not None:
-            ds = load_folder(eval_dir, cfg.classes, cfg.input_size, channels)
-            eval_set = (darken_many(ds.images, seed=0), ds.labels)
-        calib_faces = None
-        if confidence_data is not None:
-            calib_faces, dropped = confidence.load_faces(confidence_data, cfg.classes, cfg.input_size, channels,
-                                                         confidence_exclude, resolve_checkpoint(model_path))
-
-        export_package(model_path, work / "fp32", steps=steps, opset=opset, force=True,
-                       verify_data=verify_data)
-        fp32 = Pipeline(work / "fp32")
-        bench = _Workbench(work, fp32, settings)
-
-        if source_info is None:  # data-free: choose on generated faces, the only held-out images there are
-            gen, _ = synthetic_faces(SELECTION_FACES, cfg.input_size, seed + 1)
-            sel_faces = darken_many(gen[..., None], seed + 1)
-            sel_desc = f"{len(sel_faces)} darkened generated faces (lldif_edge.synthetic)"
-            bench.set_inputs("select", fp32.preprocess(sel_faces))
-            ref = bench.logits({g: FP32 for g in bench.graphs}, "select")
-            n = min(calib_count, DATAFREE_MAX)
-            base, datafree_report = _datafree(bench, model, fp32, n, ref, seed, datafree_steps, k=steps)
-            names = {"synth": "BN-statistic synthesis", "noise": "uniform-noise control", "drawn": "drawn dark faces"}
-            used = [t for t in names if any(c[0] == t for c in base.values())]
-            source_info = {"source": "data-free: " + " + ".join(names[t] for t in used),
-                "requested": calib_count, "count": n, "data_free": datafree_report}
-        else:
-            sel_faces, sel_desc = faces, f"the {len(faces)} calibration faces"
-            bench.set_inputs("select", fp32.preprocess(sel_faces))
-            ref = bench.logits({g: FP32 for g in bench.graphs}, "select")
-            bench.calibrate("calib", stage_feeds(fp32, faces))
-            base = {g: ("calib", frozenset()) for g in bench.graphs}
-
-        # On the cpu target what int8 kernels cannot speed up stays in float before anything is measured
-        # (`apply_speed_groups`); an explicit exclude list decides everything itself.
-        speed_kept = []
-        if exclude is None and target == "cpu":
-            base, speed_kept = apply_speed_groups(bench, base)
-        if exclude is None:
-            config, selection = choose_precision(bench, base, ref, sel_desc, min_gain)
-        else:
-            config, done = parse_exclude(bench, base, exclude)
-            selection = {"selection_faces": sel_desc, "override": done,
-                         "result": compare_logits(ref, bench.logits(config, "select"))}
-
-        kept = speed_kept + list(selection.get("kept_float", selection.get("override")))
-        if keep_faster_subgraphs and target != "cpu":
-            log.warning("keep-faster ignored: INT8 speed on this CPU says nothing about target %s", target)
-        elif keep_faster_subgraphs:
-            config, selection["speed_check"] = keep_faster(bench, config, sel_faces)
-            if all(c == FP32 for c in config.values()):
-                raise LldifError("no sub-graph runs faster in INT8 than in FP32 on this machine: use the FP32 "
-                                 "package (or export INT8 without keep-faster)")
-            kept += [f"{g} (speed)" for g in selection["speed_check"]["kept_float_for_speed"]]
-        calibration = {**source_info, "method": method, "darken": darken, "seed": seed, **settings.describe(),
-                       "kept_float": kept,
-                       "precision": {g: FP32 if config[g] == FP32 else "int8" for g in bench.graphs}}
-        manifest = bench.assemble(writer.tmp, config, {
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "calibration": calibration,
-            "fp32_verification": bench.fp32_manifest.get("verification"),
-        })
-        if target == "cpu":
-            calibration["onnxruntime_amx_variants"] = add_amx_variants(writer.tmp, manifest, sel_faces,
-                                                                       max(latency_runs, 100))
-        # the INT8 logits differ a little from FP32's: the confidence is fitted on this package's own
-        manifest[CONFIDENCE_KEY] = confidence.NO_DATA if calib_faces is None else confidence.fit_confidence(
-            Pipeline(writer.tmp), calib_faces,
-            confidence.source_description(confidence_data, confidence_exclude, dropped))
-        report = _report(bench, writer.tmp, fp32, config, calibration, selection, sel_faces, sel_desc, ref,
-                         eval_set, latency_runs, min_agreement)
-        report["confidence_calibration"] = manifest[CONFIDENCE_KEY]
-        report["seconds"] = round(time.perf_counter() - t_start, 1)
-        manifest["int8_report"] = report
-        manifest["verification"] = report["verification"]
-        write_manifest(writer.tmp, manifest)
-    report["out"] = str(out)
-    return report
-
-
-def _report(bench: _Workbench, root: Path, fp32: Pipeline, config: dict, calibration: dict, selection: dict,
-            sel_faces: np.ndarray, sel_desc: str, ref: np.ndarray, eval_set, latency_runs: int,
-            min_agreement: float) -> dict:
-    """Verify the written package through `Pipeline` and measure it against its FP32 parent."""
-    int8 = Pipeline(root)
-    got = int8.batched_logits(sel_faces)
-    if not np.isfinite(got).all():
-        raise PackageError("the INT8 package gives non-finite logits")
-    through_pipeline = compare_logits(ref, got)
-    verification = {"source": sel_desc, "reference": "the FP32 package", "measured_with": bench.measured_with,
-                    "sub-graphs": through_pipeline}
-    if bench.reference_qdq:
-        verification["sub-graphs"] = compare_logits(ref, bench.logits(config, "select"))
-        verification["onnxruntime_cpu_kernels"] = through_pipeline
-    report: dict = {"calibration": calibration, "mixed_precision": selection, "verification": verification}
-    if eval_set is not None:
-        images, labels = eval_set
-        lf, li = fp32.batched_logits(images), int8.batched_logits(images)
-        if bench.reference_qdq:
-            bench.set_inputs("eval", fp32.preprocess(images))
-            li, li_kernels = bench.logits(config, "eval"), li
-        report["eval"] = {"darkened_seed": 0, "measured_with": bench.measured_with,
-                          "fp32_accuracy": float((lf.argmax(-1) == labels).mean()),
-                          "int8_accuracy": float((li.argmax(-1) == labels).mean()), **compare_logits(lf, li)}
-        if bench.reference_qdq:
-            report["eval"]["onnxruntime_cpu_kernels"] = compare_logits(lf, li_kernels)
-        verification["eval"] = report["eval"]
-    check = report.get("eval", verification["sub-graphs"])
-    if check["top1_agreement"] < min_agreement:
-        raise PackageError(f"INT8 agrees with FP32 on only {check['top1_agreement']:.1%} of the verification "
-                           f"faces (< {min_agreement:.0%}): calibrate on real faces, keep more in float (exclude) "
-                           "or use the FP32 package")
-    from lldif_edge.export.onnx_export import openvino_reads
-
-    verification["openvino_reads"] = openvino_reads(root)
-
-    graphs = {}
-    for g in bench.graphs:
-        f32, q = bench.fp32_file(g), root / f"{g}.onnx"
-        graphs[g] = {"precision": FP32 if config[g] == FP32 else "int8", "fp32_bytes": f32.stat().st_size,
-                     "bytes": q.stat().st_size,
-                     "excluded_nodes": [] if config[g] == FP32 else sorted(config[g][1]),
-                     "ops_fp32": classify_ops(optimized_op_counts(f32)),
-                     "ops": classify_ops(optimized_op_counts(q))}
-    report["graphs"] = graphs
-    report["ops_counted_in"] = "the graph ONNX Runtime (CPU, ORT_ENABLE_ALL) runs after fusing Q/DQ into kernels"
-    report["float_compute_ops_remaining"] = sum(v["ops"]["float_compute_count"] for v in graphs.values())
-    if latency_runs:
-        faces = eval_set[0] if eval_set is not None else sel_faces
-        pipes = {"fp32": Pipeline(fp32.root, threads=1), "int8": Pipeline(root, threads=1)}
-        lat = measure_latency(pipes, faces, runs=latency_runs)
-        lat["int8_over_fp32"] = {k: round(lat["int8"][k] / lat["fp32"][k], 3) for k in lat["fp32"]}
-        report["latency_ms_per_face"] = {"batch": 1, "threads": 1, "runs": latency_runs,
-                                         "statistic": "median", **lat}
-    return report

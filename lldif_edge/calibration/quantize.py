@@ -212,7 +212,7 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     * Gelu: Erf and the Div/Add/Mul around it (opset 17 spells GELU out), or a Gelu op.
     * ResidualAdd: Adds of two computed tensors of the same shape (skip connections, not bias/broadcast adds).
     * ShallowConv: Convs whose dot products are shorter than SHALLOW_CONV_DOT (the image's first conv): kept in
-      float for speed on the cpu target, not measured (`export_int8`).
+      float for speed on the cpu target, not measured (`export.int8_export.export_int8`).
     * VectorGemm: Gemm nodes, i.e. linear layers on one vector per face (the denoiser, the EPD modulation,
       the heads): a matrix-vector product gains nothing from int8 kernels and pays Q/DQ around it.
     * ActMatMul: the attention core, MatMuls of two computed tensors (q @ k^T, attn @ v) with the softmax,

@@ -23,6 +23,7 @@ from lldif_edge.errors import PackageError
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.lldif.model import LLDif, timestep_embedding
 from lldif_edge.lowlight import darken_many
+from lldif_edge.metrics import compare_logits
 from lldif_edge.package import CONFIDENCE_KEY, FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,6 @@ def verification_images(model: LLDif, verify_data: str | Path | None, count: int
     return darken_many(faces, seed), f"{count} darkened generated faces (lldif_edge.synthetic)"
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    return {
-        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
-        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-        "images": int(len(reference)),
-    }
-
-
 def export_package(model_path: str | Path | None, out: str | Path, steps: int | None = None, opset: int = 17,
                    fused: bool = False, force: bool = False, verify_data: str | Path | None = None,
                    confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
@@ -250,7 +243,7 @@ def verify_package(model: LLDif, root: Path, verify_data: str | Path | None, fus
     for variant in ["sub-graphs"] + (["fused"] if fused else []):
         pipe = Pipeline(root, fused=variant == "fused")
         got = pipe.logits(pipe.preprocess(faces))
-        r = compare(reference, got)
+        r = compare_logits(reference, got)
         result[variant] = r
         if r["max_abs_logit_diff"] > MAX_LOGIT_DIFF or r["top1_agreement"] < MIN_AGREEMENT:
             raise PackageError(f"export verification failed ({variant}): max |logit diff| "

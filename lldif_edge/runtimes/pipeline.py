@@ -11,15 +11,9 @@ import numpy as np
 from lldif_edge.data import to_model_pixels
 from lldif_edge.errors import LldifError
 from lldif_edge.hardware import cpu_features
-from lldif_edge.metrics import calibrated_probabilities
+from lldif_edge.metrics import calibrated_probabilities, softmax  # noqa: F401  (lldif_edge.runtimes.softmax)
 from lldif_edge.package import ORT_AMX_VARIANT, Package
 from lldif_edge.runtimes.registry import get_backend
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 class Pipeline:
