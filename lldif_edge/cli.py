@@ -457,7 +457,7 @@ def export(
     verify_data: Path | None = typer.Option(None, help="Labelled folder of real faces for the parity check "
                                                            "(default: generated faces)"),
     target: str | None = typer.Option(None, "--target", help="What to write: fp32 (default), int8-cpu, "
-                                      "int8-tensorrt (the table in lldif_edge/export/targets.py)"),
+                                      "int8-tensorrt, fp16 (the table in lldif_edge/export/targets.py)"),
     int8: bool = typer.Option(False, "--int8", help="Write an INT8 package (static QDQ, per-channel weights): "
                                                     "--target int8-<--int8-target>"),
     calib: Path | None = typer.Option(None, "--calib", help="--int8: folder of face crops or photos, or a video "

@@ -162,11 +162,33 @@ def test_the_export_front_door_refuses_unknown_targets_and_misplaced_settings(ti
     from lldif_edge.export.targets import TARGETS, Int8Settings, export
 
     assert {"fp32", "int8-cpu", "int8-tensorrt"} <= set(TARGETS)
-    with pytest.raises(LldifError, match="unknown export target 'int4' \\(choose from fp32, int8-cpu"):
+    with pytest.raises(LldifError, match="unknown export target 'int4' \\(choose from fp32, "):
         export("int4", tiny_ckpt, tmp_path / "a")
     with pytest.raises(LldifError, match="'fp32' does not calibrate"):
         export("fp32", tiny_ckpt, tmp_path / "b", int8=Int8Settings(calib_count=8))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_fp16_target_is_one_row_and_agrees_with_fp32_on_onnxruntime_and_openvino(tiny_ckpt, package, tmp_path):
+    from lldif_edge.export.targets import TARGETS, Common, export
+    from lldif_edge.package import Package
+
+    assert "fp16" in TARGETS and not TARGETS["fp16"].int8
+    manifest = export("fp16", tiny_ckpt, tmp_path / "fp16", Common(fused=True))
+    assert manifest["verification"]["sub-graphs"]["top1_agreement"] >= 0.99
+    pkg = Package.read(tmp_path / "fp16")
+    assert {g.precision for g in pkg.graphs.values()} == {"fp16"}
+    assert sum(g.extra["bytes"] for g in pkg.graphs.values()) < 0.8 * sum(g.extra["fp32_bytes"]
+                                                                           for g in pkg.graphs.values())
+    faces = synthetic_faces(32, 48, seed=4)[0]
+    ref = load_pipeline(package).predict(faces)
+    for backend in ["onnxruntime", "openvino"]:
+        if backend == "openvino":
+            pytest.importorskip("openvino")
+        for fused in (False, True):
+            got = load_pipeline(tmp_path / "fp16", backend=backend, fused=fused).predict(faces)
+            assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
+            np.testing.assert_allclose(got, ref, atol=2e-2)
 
 
 def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_path):

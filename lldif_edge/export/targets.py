@@ -61,6 +61,14 @@ def _fp32(model, out, common: Common, _: Int8Settings | None) -> dict:
                           confidence_data=common.confidence_data, confidence_exclude=common.confidence_exclude)
 
 
+def _fp16(model, out, common: Common, _: Int8Settings | None) -> dict:
+    from lldif_edge.export.fp16_export import export_fp16
+
+    return export_fp16(model, out, steps=common.steps, opset=common.opset, fused=common.fused, force=common.force,
+                       verify_data=common.verify_data, confidence_data=common.confidence_data,
+                       confidence_exclude=common.confidence_exclude)
+
+
 def _int8(quant_target: str):
     def write(model, out, common: Common, s: Int8Settings | None) -> dict:
         from lldif_edge.export.int8_export import export_int8
@@ -77,6 +85,8 @@ def _int8(quant_target: str):
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("fp32", "ONNX float32 sub-graphs, verified against PyTorch (every backend)", _fp32),
+    Target("fp16", "ONNX float16 sub-graphs, float32 in and out, verified against the FP32 package (GPUs, "
+           "OpenVINO; ONNX Runtime on CPU runs it too, not faster)", _fp16),
     Target("int8-cpu", "static QDQ int8 for CPUs: uint8 activations, int8 per-channel weights (ONNX Runtime, "
            "OpenVINO)", _int8("cpu"), int8=True),
     Target("int8-tensorrt", "static QDQ int8, symmetric int8 activations and weights (TensorRT, also the CPU "
