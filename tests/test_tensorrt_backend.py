@@ -24,6 +24,7 @@ from fake_tensorrt import MAGIC, NULLPTR, FakeCudart, make_fake_trt
 from lldif_edge.errors import BackendError
 from lldif_edge.package import CalibrationReport
 from lldif_edge.runtimes import tensorrt_backend as tb
+from lldif_edge.runtimes import tensorrt_engine as te
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -73,76 +74,76 @@ BASE = dict(onnx_sha256="ab" * 32, gpu_name="Orin", compute_capability="8.7", tr
 
 def test_cache_key_changes_with_each_component():
     """Each key component (ONNX sha256, GPU, compute capability, TensorRT, precision, profile) matters."""
-    key = tb.engine_cache_key(**BASE)
-    assert key == tb.engine_cache_key(**BASE) and len(key) == 24 and int(key, 16) >= 0
-    assert key == tb.engine_cache_key(**{**BASE, "compute_capability": (8, 7)})  # same value, other spelling
+    key = te.engine_cache_key(**BASE)
+    assert key == te.engine_cache_key(**BASE) and len(key) == 24 and int(key, 16) >= 0
+    assert key == te.engine_cache_key(**{**BASE, "compute_capability": (8, 7)})  # same value, other spelling
     changes = dict(onnx_sha256="cd" * 32, gpu_name="RTX 4090", compute_capability="8.9", trt_version="10.7.0",
                    precision="int8", max_batch=16, opt_batch=4)
     keys = {key}
     for field, value in changes.items():
-        k = tb.engine_cache_key(**{**BASE, field: value})
+        k = te.engine_cache_key(**{**BASE, field: value})
         assert k != key, field
         keys.add(k)
     assert len(keys) == len(changes) + 1
 
 
 def test_timing_cache_key_ignores_the_onnx_file():
-    a = tb.timing_cache_key("Orin", "8.7", "10.3.0", "fp16")
-    assert a == tb.timing_cache_key("Orin", (8, 7), "10.3.0", "fp16")
-    assert a != tb.timing_cache_key("Orin", "8.7", "10.4.0", "fp16")
-    assert a != tb.timing_cache_key("Orin", "8.7", "10.3.0", "fp32")
-    assert a != tb.timing_cache_key("Thor", "8.7", "10.3.0", "fp16")
+    a = te.timing_cache_key("Orin", "8.7", "10.3.0", "fp16")
+    assert a == te.timing_cache_key("Orin", (8, 7), "10.3.0", "fp16")
+    assert a != te.timing_cache_key("Orin", "8.7", "10.4.0", "fp16")
+    assert a != te.timing_cache_key("Orin", "8.7", "10.3.0", "fp32")
+    assert a != te.timing_cache_key("Thor", "8.7", "10.3.0", "fp16")
 
 
 def test_cache_dir_env_and_default(monkeypatch, tmp_path):
     monkeypatch.setenv("LLDIF_EDGE_CACHE", str(tmp_path / "c"))
-    assert tb.cache_dir() == tmp_path / "c" / "tensorrt"
-    assert tb.cache_dir(tmp_path / "x") == tmp_path / "x"
+    assert te.cache_dir() == tmp_path / "c" / "tensorrt"
+    assert te.cache_dir(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("LLDIF_EDGE_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert tb.cache_dir() == tmp_path / "home" / ".cache" / "lldif-edge" / "tensorrt"
+    assert te.cache_dir() == tmp_path / "home" / ".cache" / "lldif-edge" / "tensorrt"
 
 
 def test_cached_engine_reuse_decision(tmp_path):
-    fields = tb.engine_fields(**BASE)
+    fields = te.engine_fields(**BASE)
     engine, meta = tmp_path / "g.engine", tmp_path / "g.json"
-    assert tb.cached_engine_is_reusable(engine, meta, fields) == (False, "no cached engine")
+    assert te.cached_engine_is_reusable(engine, meta, fields) == (False, "no cached engine")
     engine.write_bytes(b"plan")
-    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    ok, why = te.cached_engine_is_reusable(engine, meta, fields)
     assert not ok and "missing" in why
 
-    tb.write_cached_engine(engine, meta, b"engine-bytes", fields)
-    assert tb.cached_engine_is_reusable(engine, meta, fields) == (True, "")
+    te.write_cached_engine(engine, meta, b"engine-bytes", fields)
+    assert te.cached_engine_is_reusable(engine, meta, fields) == (True, "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.engine", "g.json"]  # no temporary files left
 
-    other = tb.engine_fields(**{**BASE, "trt_version": "10.4.0"})
-    ok, why = tb.cached_engine_is_reusable(engine, meta, other)
+    other = te.engine_fields(**{**BASE, "trt_version": "10.4.0"})
+    ok, why = te.cached_engine_is_reusable(engine, meta, other)
     assert not ok and "another" in why
 
     engine.write_bytes(b"engine-bytez")  # same size, other content
-    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    ok, why = te.cached_engine_is_reusable(engine, meta, fields)
     assert not ok and "corrupt" in why
     engine.write_bytes(b"engine")  # truncated
-    assert not tb.cached_engine_is_reusable(engine, meta, fields)[0]
+    assert not te.cached_engine_is_reusable(engine, meta, fields)[0]
 
-    tb.write_cached_engine(engine, meta, b"engine-bytes", fields)
+    te.write_cached_engine(engine, meta, b"engine-bytes", fields)
     meta.write_text("{not json")
-    ok, why = tb.cached_engine_is_reusable(engine, meta, fields)
+    ok, why = te.cached_engine_is_reusable(engine, meta, fields)
     assert not ok and "unreadable" in why
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path, monkeypatch):
     target = tmp_path / "sub" / "f.bin"
-    tb.atomic_write_bytes(target, b"one")
-    tb.atomic_write_bytes(target, b"two")
+    te.atomic_write_bytes(target, b"one")
+    te.atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
 
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tb.os, "replace", boom)
+    monkeypatch.setattr(te.os, "replace", boom)
     with pytest.raises(OSError):
-        tb.atomic_write_bytes(target, b"three")
+        te.atomic_write_bytes(target, b"three")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
 
@@ -185,27 +186,27 @@ def test_parse_options(monkeypatch):
 
 
 def test_resolve_precision_table():
-    assert tb.resolve_precision("auto", False) == ("fp32", None)
-    assert tb.resolve_precision("auto", True) == ("int8", None)
-    assert tb.resolve_precision("fp16", False) == ("fp16", None)
-    assert tb.resolve_precision("int8", True) == ("int8", None)
-    eff, warn = tb.resolve_precision("int8", False)
+    assert te.resolve_precision("auto", False) == ("fp32", None)
+    assert te.resolve_precision("auto", True) == ("int8", None)
+    assert te.resolve_precision("fp16", False) == ("fp16", None)
+    assert te.resolve_precision("int8", True) == ("int8", None)
+    eff, warn = te.resolve_precision("int8", False)
     assert eff == "fp16" and "Q/DQ" in warn
-    eff, warn = tb.resolve_precision("fp32", True)
+    eff, warn = te.resolve_precision("fp32", True)
     assert eff == "int8" and "quantised" in warn
-    assert tb.builder_flags("fp32") == [] and tb.builder_flags("fp16") == ["FP16"]
-    assert tb.builder_flags("int8") == ["INT8", "FP16"]
+    assert te.builder_flags("fp32") == [] and te.builder_flags("fp16") == ["FP16"]
+    assert te.builder_flags("int8") == ["INT8", "FP16"]
 
 
 def test_profile_shapes():
-    got = tb.profile_shapes({"cond": (-1, 64), "start_noise": (1, 16)}, opt_batch=1, max_batch=32)
+    got = te.profile_shapes({"cond": (-1, 64), "start_noise": (1, 16)}, opt_batch=1, max_batch=32)
     assert got == {"cond": ((1, 64), (1, 64), (32, 64))}
-    assert tb.profile_shapes({"image": [-1, 1, 48, 48]}, 4, 8)["image"] == ((1, 1, 48, 48), (4, 1, 48, 48),
+    assert te.profile_shapes({"image": [-1, 1, 48, 48]}, 4, 8)["image"] == ((1, 1, 48, 48), (4, 1, 48, 48),
                                                                              (8, 1, 48, 48))
     with pytest.raises(BackendError, match="only the batch axis"):
-        tb.profile_shapes({"image": (-1, 1, -1, 48)}, 1, 8)
+        te.profile_shapes({"image": (-1, 1, -1, 48)}, 1, 8)
     with pytest.raises(BackendError):
-        tb.profile_shapes({"image": (-1, 3)}, 9, 8)
+        te.profile_shapes({"image": (-1, 3)}, 9, 8)
 
 
 def test_batch_chunks():
@@ -239,8 +240,8 @@ def test_validate_feeds():
 
 # ---------------------------------------------------------------------------------------- Q/DQ detection
 def test_qdq_detection_with_onnx(tmp_path):
-    assert tb.onnx_has_qdq(_qdq_onnx(tmp_path / "q.onnx")) is True
-    assert tb.onnx_has_qdq(_affine_onnx(tmp_path / "a.onnx")) is False
+    assert te.onnx_has_qdq(_qdq_onnx(tmp_path / "q.onnx")) is True
+    assert te.onnx_has_qdq(_affine_onnx(tmp_path / "a.onnx")) is False
 
 
 def test_qdq_detection_in_a_subgraph(tmp_path):
@@ -258,33 +259,33 @@ def test_qdq_detection_in_a_subgraph(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     path = tmp_path / "if.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    assert tb.qdq_from_onnx(path) is True
+    assert te.qdq_from_onnx(path) is True
 
 
 def test_qdq_detection_without_onnx(tmp_path, monkeypatch):
     """Without `onnx` (a runtime-only install): the manifest's precision decides, else a byte scan."""
     q, a = _qdq_onnx(tmp_path / "q.onnx"), _affine_onnx(tmp_path / "a.onnx")
-    monkeypatch.setattr(tb, "qdq_from_onnx", lambda path: None)
-    assert tb.onnx_has_qdq(q) is True and tb.onnx_has_qdq(a) is False  # byte scan
-    assert tb.qdq_from_bytes(q, chunk=7) is True  # tokens split across read chunks are still found
-    assert tb.onnx_has_qdq(a, manifest_precision="int8") is True  # the option
-    assert tb.onnx_has_qdq(q, manifest_precision="fp32") is False
+    monkeypatch.setattr(te, "qdq_from_onnx", lambda path: None)
+    assert te.onnx_has_qdq(q) is True and te.onnx_has_qdq(a) is False  # byte scan
+    assert te.qdq_from_bytes(q, chunk=7) is True  # tokens split across read chunks are still found
+    assert te.onnx_has_qdq(a, manifest_precision="int8") is True  # the option
+    assert te.onnx_has_qdq(q, manifest_precision="fp32") is False
     (tmp_path / "manifest.json").write_text(json.dumps({"graphs": {"llformer": {"file": "a.onnx",
                                                                                 "precision": "int8"}}}))
-    assert tb.onnx_has_qdq(a) is False  # a manifest beside the file is not read: Pipeline passes what counts
+    assert te.onnx_has_qdq(a) is False  # a manifest beside the file is not read: Pipeline passes what counts
 
 
 def test_qdq_compatibility_with_tensorrt(tmp_path, monkeypatch):
     """TensorRT's explicit quantisation needs symmetric int8 Q/DQ; the CPU target's uint8 is refused."""
-    assert tb.qdq_incompatibility(_qdq_onnx(tmp_path / "ok.onnx")) is None
-    assert "uint8" in tb.qdq_incompatibility(_qdq_onnx(tmp_path / "u8.onnx", TensorProto.UINT8, 128))
-    assert "non-zero" in tb.qdq_incompatibility(_qdq_onnx(tmp_path / "nz.onnx", TensorProto.INT8, 3))
+    assert te.qdq_incompatibility(_qdq_onnx(tmp_path / "ok.onnx")) is None
+    assert "uint8" in te.qdq_incompatibility(_qdq_onnx(tmp_path / "u8.onnx", TensorProto.UINT8, 128))
+    assert "non-zero" in te.qdq_incompatibility(_qdq_onnx(tmp_path / "nz.onnx", TensorProto.INT8, 3))
     no_zp = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "scale"], ["q"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("q", TensorProto.UINT8, [2])],
                               [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])])
     onnx.save(helper.make_model(no_zp, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "n.onnx"))
-    assert "uint8" in tb.qdq_incompatibility(tmp_path / "n.onnx")
+    assert "uint8" in te.qdq_incompatibility(tmp_path / "n.onnx")
 
     # without onnx: the manifest's calibration record decides
     import builtins
@@ -298,9 +299,9 @@ def test_qdq_compatibility_with_tensorrt(tmp_path, monkeypatch):
 
     u8 = _qdq_onnx(tmp_path / "m.onnx", TensorProto.UINT8, 128)
     monkeypatch.setattr(builtins, "__import__", no_onnx)
-    assert tb.qdq_incompatibility(u8) is None  # no calibration record: nothing to go on, TensorRT will say
-    assert "uint8" in tb.qdq_incompatibility(u8, CalibrationReport(target="cpu", activation_type="uint8"))
-    assert tb.qdq_incompatibility(u8, CalibrationReport(target="tensorrt", activation_type="int8")) is None
+    assert te.qdq_incompatibility(u8) is None  # no calibration record: nothing to go on, TensorRT will say
+    assert "uint8" in te.qdq_incompatibility(u8, CalibrationReport(target="cpu", activation_type="uint8"))
+    assert te.qdq_incompatibility(u8, CalibrationReport(target="tensorrt", activation_type="int8")) is None
 
 
 # ------------------------------------------------------------------------------ without tensorrt (here)
@@ -412,7 +413,7 @@ def test_fake_rebuilds_corrupt_or_unloadable_engines(fake, tmp_path, caplog):
     caplog.clear()
 
     # Intact on disk (sidecar matches) yet TensorRT refuses it, e.g. a plan from an incompatible build.
-    tb.write_cached_engine(engine, engine.with_suffix(".json"), b"garbage", b.fields)
+    te.write_cached_engine(engine, engine.with_suffix(".json"), b"garbage", b.fields)
     with caplog.at_level(logging.WARNING, logger=tb.__name__):
         b3 = make()
     assert len(trt.builds) == 3 and "cannot be loaded" in caplog.text
@@ -456,7 +457,7 @@ def test_fake_trt11_without_precision_flags(monkeypatch, tmp_path, caplog):
     trt = make_fake_trt(cudart, version="11.4.0.106", weak_typing=False)
     monkeypatch.setattr(tb, "_import_trt", lambda: trt)
     monkeypatch.setattr(tb, "_import_cudart", lambda: cudart)
-    assert not tb.weakly_typed(trt) and tb.weakly_typed(make_fake_trt(cudart))
+    assert not te.weakly_typed(trt) and te.weakly_typed(make_fake_trt(cudart))
     b = tb.TensorRTBackend(_qdq_onnx(tmp_path / "q.onnx"), cache_dir=tmp_path / "c")
     assert b.precision == "int8" and trt.builds[-1]["flags"] == []
     a = _affine_onnx(tmp_path / "a.onnx")
@@ -466,7 +467,7 @@ def test_fake_trt11_without_precision_flags(monkeypatch, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=tb.__name__):
         assert tb.TensorRTBackend(a, cache_dir=tmp_path / "c", precision="int8").precision == "fp32"
     assert "building fp32" in caplog.text and trt.builds[-1]["flags"] == []
-    assert tb.builder_flags("int8", weak_typing=False) == [] and tb.builder_flags("fp32", False) == []
+    assert te.builder_flags("int8", weak_typing=False) == [] and te.builder_flags("fp32", False) == []
 
 
 def test_fake_covers_every_name_the_backend_uses():

@@ -173,6 +173,7 @@ def main() -> int:
 
     from lldif_edge.errors import BackendError
     from lldif_edge.runtimes import tensorrt_backend as tb
+    from lldif_edge.runtimes import tensorrt_engine as te
 
     trt = importlib.import_module("tensorrt_bindings" if args.trt else "tensorrt")
     report: dict = {"version": trt.__version__, "stand_in_libraries": args.trt is not None}
@@ -191,7 +192,7 @@ def main() -> int:
     report["dtypes"] = dtypes
     report["dims"] = list(tuple(int(d) for d in trt.Dims([-1, 3])))
     report["logger"] = type(trt.Logger(trt.Logger.WARNING)).__name__
-    report["builder_flags"] = {p: [f for f in tb.builder_flags(p, weak) if _lookup(trt.BuilderFlag, f) is None]
+    report["builder_flags"] = {p: [f for f in te.builder_flags(p, weak) if _lookup(trt.BuilderFlag, f) is None]
                                for p in ("fp32", "fp16", "int8")}  # flags the backend sets that are absent
 
     # The backend itself on the real module, with a fake GPU so that it gets to the TensorRT calls.
