@@ -37,10 +37,6 @@ def latency_samples(run: Callable[[dict], None], warmup: int, runs: int) -> dict
     return samples
 
 
-def measure_latency(run: Callable[[dict], None], warmup: int, runs: int) -> dict[str, dict[str, float]]:
-    return {k: percentiles(v) for k, v in latency_samples(run, warmup, runs).items()}
-
-
 def measure_throughput(run_batch: Callable[[], None], batch: int, seconds: float = 2.0) -> float:
     run_batch()  # warm-up at this batch size
     n, t0 = 0, time.perf_counter()
@@ -67,8 +63,9 @@ def interleaved_latency(pipes: dict, x1: np.ndarray, runs: int, rounds: int,
 
 def bench_pipelines(pipes: dict, faces: np.ndarray, batch: int, warmup: int = 20, runs: int = 200,
                     rounds: int = 5, seconds: float = 2.0) -> dict[str, dict]:
-    """Latency (`interleaved_latency`) and throughput of several runtimes.Pipelines. Preprocessing is excluded
-    (the same for every backend)."""
+    """Latency (`interleaved_latency`) and throughput of several runners: runtimes.Pipelines, and anything with
+    their `preprocess`, `logits(x, timings)` and `describe` (the torch reference, `lldif.reference`).
+    Preprocessing is excluded (the first runner's, the same for every one)."""
     x1 = next(iter(pipes.values())).preprocess(faces[:1])
     xb = next(iter(pipes.values())).preprocess(np.resize(faces, (batch, *faces.shape[1:])))
     pooled = interleaved_latency(pipes, x1, runs, rounds, warmup)

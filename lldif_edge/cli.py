@@ -658,21 +658,24 @@ def bench(
                 # A separate load: profiling slows the runs it records, so it never touches the latencies above.
                 profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
                 results.setdefault("profiles", {})[key] = bench_lib.profile_ops(profiled, faces, runs=runs)
-    results["runners"] = bench_lib.bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
-    for key, r in results["runners"].items():
-        r.update(package=roots[key], float_subgraphs=in_float[key])
     ckpt = model or checkpoint_path(first_manifest)
     if reference is None:
         reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
-    if reference:
-        from lldif_edge.lldif.reference import bench_reference
+    torch_key = None
+    if reference:  # one more runner, timed in turn with the packages
+        from lldif_edge.lldif.reference import TorchReference
 
         steps = teacher_steps or (first_manifest.get("sampler") or {}).get("teacher_steps")
-        ref = bench_reference(ckpt, faces, steps, batch, threads, runs=max(20, runs // 2))
         # The checkpoint with the undistilled S-step sampler: what the packages' K-step sampler was distilled from.
-        results["runners"][f"torch teacher ({steps}-step sampler)" if steps else "torch fp32"] = ref
+        torch_key = f"torch teacher ({steps}-step sampler)" if steps else "torch fp32"
+        pipes[torch_key] = TorchReference(ckpt, steps, threads)
+    results["runners"] = bench_lib.bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
+    for key, r in results["runners"].items():
+        if key in roots:
+            r.update(package=roots[key], float_subgraphs=in_float[key])
+    if torch_key:
         first = next(iter(results["runners"].values()))
-        results["speedup_vs_torch_p50"] = (ref["latency_ms"]["end_to_end"]["p50"]
+        results["speedup_vs_torch_p50"] = (results["runners"][torch_key]["latency_ms"]["end_to_end"]["p50"]
                                            / first["latency_ms"]["end_to_end"]["p50"])
     results["int8_vs_fp32_p50"] = bench_lib.int8_fp32_ratios(results["runners"])
     if as_json:

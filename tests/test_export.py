@@ -328,6 +328,9 @@ def test_cli_export_eval_bench_info(tiny_ckpt, tmp_path, faces_val):
     res = json.loads(r.stdout)
     assert "onnxruntime fp32" in res["runners"] and res["speedup_vs_torch_p50"] > 0
     assert set(res["runners"]["onnxruntime fp32"]["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
+    torch_runner = next(v for k, v in res["runners"].items() if k.startswith("torch teacher"))  # one runner more
+    assert set(torch_runner["latency_ms"]) == {"end_to_end", "cond", "denoiser", "llformer"}
+    assert torch_runner["rounds"] == res["runners"]["onnxruntime fp32"]["rounds"]
     r = cli("bench", "--package", out, "--runs", "5", "--batch", "2", "--no-reference", "--profile")
     assert r.returncode == 0, r.stderr
     assert "where the time goes" in r.stdout and "float_compute" in r.stdout

@@ -1,54 +1,57 @@
-"""The torch reference measured like a package, for `bench` ratios and `eval` comparisons."""
+"""The torch reference: a bench runner like a package's `Pipeline`, and the logits `eval --compare` checks."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 
-from lldif_edge.bench import measure_latency, measure_throughput
 from lldif_edge.lldif.checkpoint import load_checkpoint
 from lldif_edge.lldif.diffusion import ddim_sample
 
 
-def bench_reference(model_path, faces: np.ndarray, steps: int | None, batch: int, threads: int | None,
-                    warmup: int = 10, runs: int = 100, seconds: float = 2.0) -> dict:
-    """Latency per stage (cond, denoiser with `steps` steps, llformer) and throughput of the torch model."""
-    if threads:
-        torch.set_num_threads(threads)
-    model, _ = load_checkpoint(model_path)
-    steps = steps or model.cfg.sample_steps
-    c = model.cfg
-    x = torch.from_numpy(np.asarray(faces)).float().div(255)
-    x = x.reshape(len(faces), -1, c.input_size, c.input_size).expand(-1, c.in_chans, -1, -1).contiguous()
-    ts = model.sampler_timesteps(steps)
+class TorchReference:
+    """The torch checkpoint as a bench runner, like a `Pipeline`: `preprocess`, `logits(x, timings)` with ms per
+    stage (cond, denoiser with `steps` sampler steps, llformer), `describe`. `bench` times it in turn with the
+    packages; its S-step sampler is what their K-step one was distilled from."""
+
+    def __init__(self, model_path, steps: int | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, _ = load_checkpoint(model_path)
+        self.steps = steps or self.model.cfg.sample_steps
+        self.timesteps = self.model.sampler_timesteps(self.steps)
+        self.stages = []  # no sub-graph files: nothing for `bench --profile`
+
+    def preprocess(self, faces: np.ndarray) -> np.ndarray:
+        c = self.model.cfg
+        x = np.asarray(faces, np.float32).reshape(len(faces), -1, c.input_size, c.input_size) / 255
+        return np.ascontiguousarray(np.broadcast_to(x, (len(faces), c.in_chans, c.input_size, c.input_size)))
 
     @torch.inference_mode()
-    def run(image: torch.Tensor, timings: dict | None = None) -> torch.Tensor:
-        import time
-
+    def logits(self, x: np.ndarray, timings: dict | None = None) -> np.ndarray:
+        m, image = self.model, torch.from_numpy(x)
         marks = [time.perf_counter()]
-        if not c.prior:
-            out = model.llformer(image)
+        if not m.cfg.prior:
+            out = m.llformer(image)
             marks.append(time.perf_counter())
             names = ["llformer"]
         else:
-            cond = model.cond_encoder(image)
+            cond = m.cond_encoder(image)
             marks.append(time.perf_counter())
-            epd = ddim_sample(model.denoiser, cond, model.start_noise, ts, model.alphas_cumprod)
+            epd = ddim_sample(m.denoiser, cond, m.start_noise, self.timesteps, m.alphas_cumprod)
             marks.append(time.perf_counter())
-            out = model.llformer(image, epd)
+            out = m.llformer(image, epd)
             marks.append(time.perf_counter())
             names = ["cond", "denoiser", "llformer"]
         if timings is not None:
             for n, a, b in zip(names, marks, marks[1:], strict=False):
                 timings[n] = timings.get(n, 0.0) + (b - a) * 1e3
-        return out
+        return out.numpy()
 
-    xb = x[np.arange(batch) % len(x)]
-    latency = measure_latency(lambda t: run(x[:1], t), warmup, runs)
-    throughput = measure_throughput(lambda: run(xb), batch, seconds)
-    return {"latency_ms": latency, "throughput_fps": throughput, "batch": batch,
-            "describe": f"torch {torch.__version__} FP32, {steps}-step sampler, {torch.get_num_threads()} threads"}
+    def describe(self) -> str:
+        return f"torch {torch.__version__} FP32, {self.steps}-step sampler, {torch.get_num_threads()} threads"
 
 
 @torch.inference_mode()
