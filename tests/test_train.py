@@ -423,3 +423,25 @@ def test_a_prior_run_from_a_cnn_image_branch_starts_as_that_cnn(faces_train, fac
     result = CliRunner().invoke(app, ["train", "--data", str(faces_train), "--out", str(tmp_path / "z"),
                                       "--image-branch", str(base), "--epochs", "1"])
     assert isinstance(result.exception, LldifError) and "does not fit" in str(result.exception)  # tiny's blocks
+
+
+@pytest.mark.parametrize("stop_after", [3, 4])  # between the stages; inside the joint phase
+def test_the_resume_file_alone_resumes_a_run_elsewhere(faces_train, faces_val, tmp_path, stop_after):
+    """A run stopped on one machine goes on on another from its resume file alone (the one file a stopped run
+    commits): the best checkpoint so far and the stage-1 model it needs travel inside it."""
+    torch.set_num_threads(1)
+    kw = dict(val=str(faces_val), epochs=3, stage2_epochs=3, prior=True, dm_fraction=0.0, resume_moments="fp32")
+    whole = Recorder()
+    train(_config(faces_train, tmp_path / "whole", **kw), whole)
+    first = StopBefore(stop_after)
+    with pytest.raises(Interrupt):
+        train(_config(faces_train, tmp_path / "there", **kw), first)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there" / "resume.safetensors").rename(tmp_path / "here" / "resume.safetensors")
+    rest = Recorder()
+    best = train(_config(faces_train, tmp_path / "here", resume=True, **kw), rest)
+    keys = ("phase", "global_epoch", "lr", "train_loss", "val_lowlight_acc")
+    assert [[r[k] for k in keys] for r in first.records + rest.records] == [[r[k] for k in keys] for r in whole.records]
+    got, want = load_checkpoint(best)[0], load_checkpoint(tmp_path / "whole" / "best.safetensors")[0]
+    for (k, a), b in zip(got.state_dict().items(), want.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

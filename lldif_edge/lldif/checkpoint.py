@@ -65,18 +65,27 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def save_resume_state(path: Path, progress: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      scheduler, moments_dtype: torch.dtype = torch.bfloat16) -> None:
+                      scheduler, moments_dtype: torch.dtype = torch.bfloat16,
+                      run_files: dict[str, torch.dtype] | None = None) -> None:
     """Everything a stopped run needs to go on, in one safetensors file: the weights in FP32, the optimiser's
     moments in `moments_dtype` (bf16 halves the file; FP32 makes a resumed run repeat the uninterrupted one
-    bit for bit), and the progress, optimiser groups and LR schedule as JSON metadata. Nothing unpickled."""
+    bit for bit), and the progress, optimiser groups and LR schedule as JSON metadata. Nothing unpickled.
+    `run_files`: checkpoints of the run folder the rest of the run reads (name -> dtype to keep them in), so that
+    this one file is all a run needs to be resumed elsewhere (`restore_run_files`)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    files_meta = {}
+    for name, dtype in (run_files or {}).items():
+        ckpt = Path(path).with_name(f"{name}.safetensors")
+        files_meta[name] = json.loads(ckpt.with_suffix(".json").read_text())
+        for k, v in load_file(str(ckpt)).items():
+            tensors[f"file.{name}.{k}"] = v.to(dtype) if v.is_floating_point() else v
     opt = optimizer.state_dict()
     for i, st in opt["state"].items():
         tensors[f"optimizer.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
         for name in _MOMENTS:
             tensors[f"optimizer.{i}.{name}"] = st[name].detach().to(moments_dtype).contiguous()
     meta = {"format": RESUME_FORMAT, "progress": progress, "param_groups": opt["param_groups"],
-            "scheduler": scheduler.state_dict()}
+            "scheduler": scheduler.state_dict(), "files": files_meta}
     _atomic_write(Path(path), lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(meta)}))
 
 
@@ -101,6 +110,23 @@ def load_resume_state(path: Path) -> dict:
             entry = opt_state.setdefault(int(i), {})
             entry[name] = value.reshape(()) if name == "step" else value.float()
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    files = {name: ({k.removeprefix(f"file.{name}."): v.float() if v.is_floating_point() else v
+                     for k, v in tensors.items() if k.startswith(f"file.{name}.")}, info)
+             for name, info in meta.get("files", {}).items()}
     return {**meta["progress"],
             "model": {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
-            "optimizer": {"state": opt_state, "param_groups": groups}, "scheduler": meta["scheduler"]}
+            "optimizer": {"state": opt_state, "param_groups": groups}, "scheduler": meta["scheduler"],
+            "files": files}
+
+
+def restore_run_files(folder: Path, resumed: dict) -> list[str]:
+    """Write back the run-folder checkpoints a resume file carries, where the folder lacks them (a run resumed
+    from the committed resume file alone). Returns the names written."""
+    written = []
+    for name, (state, info) in resumed.get("files", {}).items():
+        target = Path(folder) / f"{name}.safetensors"
+        if not target.exists():
+            _atomic_write(target, lambda p, st=state: save_file(st, str(p)))
+            _atomic_write(target.with_suffix(".json"), lambda p, i=info: p.write_text(json.dumps(i, indent=2)))
+            written.append(name)
+    return written

@@ -34,6 +34,7 @@ from lldif_edge.lldif.checkpoint import (
     RESUME_FILE,
     load_checkpoint,
     load_resume_state,
+    restore_run_files,
     save_checkpoint,
     save_resume_state,
 )
@@ -218,6 +219,14 @@ def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_
     return np.concatenate(out)
 
 
+def run_files_to_keep(out: Path, phase: str, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The checkpoints of the run folder that the rest of the run reads or returns, with the dtype the resume file
+    keeps them in: the best so far (the run's product, FP32), and after a stage-1 epoch the best stage-1 weights
+    (stage 2 starts from them), after a later one the stage-1 model (the joint phase's teacher)."""
+    wanted = {"best": torch.float32, "stage1_best" if phase == "s1" else "stage1": dtype}
+    return {name: dt for name, dt in wanted.items() if (out / f"{name}.safetensors").exists()}
+
+
 def start_from_image_branch(tc: TrainConfig) -> LLDif:
     """A new model of the checkpoint's architecture, with this run's prior setting, whose image branch is the
     checkpoint's. Everything else (LA-CLIP, PNET, sampler, the zero-initialised adapters) starts fresh."""
@@ -321,6 +330,15 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
         resumed = load_resume_state(resume_path)
         model.load_state_dict(resumed["model"])
         state.update({k: resumed[k] for k in state})
+        if rank == 0:
+            restore_run_files(out, resumed)
+        stage1, best_s1 = out / "stage1.safetensors", out / "stage1_best.safetensors"
+        if (cfg.prior and not stage1.exists() and best_s1.exists() and state["epoch_in_phase"] == 0
+                and 0 < state["phase_index"] < len(phases) and phases[state["phase_index"] - 1][0] == "s1"):
+            # stopped between the stages: do what the end of stage 1 does (the phase loop below starts after it)
+            model.load_state_dict(load_checkpoint(best_s1)[0].state_dict())
+            if rank == 0:
+                save_checkpoint(model, out / "stage1", {"stage": 1})
     teacher = None
     meta_common = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -413,7 +431,8 @@ def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
                             "epoch_in_phase": 0 if done_phase else epoch + 1, "best_acc": state["best_acc"],
                             "best_s1": state["best_s1"], "history": state["history"]}
                 moments = torch.bfloat16 if tc.resume_moments == "bf16" else torch.float32
-                save_resume_state(out / RESUME_FILE, progress, model, opt, sched, moments)
+                save_resume_state(out / RESUME_FILE, progress, model, opt, sched, moments,
+                                  run_files_to_keep(out, phase, moments))
             if world > 1:
                 dist.barrier()
         state["epoch_in_phase"] = 0
