@@ -24,7 +24,7 @@ from lldif_edge.calibration.sources import (  # noqa: E402
     FolderSource,
     collect_faces,
     is_crop,
-    open_source,
+    open_calibration_source,
 )
 from lldif_edge.errors import DataError, LldifError, PackageError  # noqa: E402
 from lldif_edge.export.int8_export import export_int8  # noqa: E402
@@ -304,7 +304,7 @@ def test_sources_share_the_reader_protocol(tmp_path):
     reader.rewind()
     assert reader.get_next() is not None
     with pytest.raises(DataError, match="not found"):
-        open_source(tmp_path / "missing", None, 8)
+        open_calibration_source(tmp_path / "missing", None, 8)
 
 
 def test_node_groups_find_the_sensitive_nodes(tiny_ckpt, tmp_path):

@@ -223,7 +223,7 @@ class ArraySource(FaceSource):
         yield from self.faces
 
 
-def open_source(calib: str | Path | None, camera: int | None, want: int, detect: DetectFn | None = None
+def open_calibration_source(calib: str | Path | None, camera: int | None, want: int, detect: DetectFn | None = None
                 ) -> FaceSource:
     """A folder or video file from `calib`, or camera `camera`. Exactly one of them."""
     if calib is not None and camera is not None:

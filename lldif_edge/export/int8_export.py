@@ -42,7 +42,7 @@ from lldif_edge.calibration.int8 import (
     stage_feeds,
 )
 from lldif_edge.calibration.quantize import QuantSettings, classify_ops, optimized_op_counts
-from lldif_edge.calibration.sources import collect_faces, open_source
+from lldif_edge.calibration.sources import collect_faces, open_calibration_source
 from lldif_edge.data import load_folder
 from lldif_edge.errors import LldifError, PackageError
 from lldif_edge.export.onnx_export import export_package, openvino_reads
@@ -82,7 +82,7 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
         # Calibration faces and evaluation images first: a bad source fails before any slow work.
         source_info = None
         if calib is not None or calib_camera is not None:
-            source = open_source(calib, calib_camera, calib_count)
+            source = open_calibration_source(calib, calib_camera, calib_count)
             faces, source_info = collect_faces(source, calib_count, cfg.input_size, channels, darken, seed)
         eval_set = None
         if eval_dir is not None:
