@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lldif_edge.hardware import CPU_FEATURES, cpu_features  # noqa: F401  (the old import path)
+from lldif_edge.hardware import CPU_FEATURES, cpu_features  # noqa: F401  (CPU_FEATURES: the old import path)
 from lldif_edge.opkinds import op_kind
 
 
@@ -117,7 +117,7 @@ def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict |
         if cls is None:
             out.append((name, why, None))
         elif name == "torch" and backend == "all":
-            continue  # the torch reference is timed separately as the teacher
+            continue  # the torch reference joins as its own runner, the teacher (run_bench)
         elif name == "openvino" and precision == "fp32":
             out += [("openvino fp32 (f32)", name, {"precision": "f32"}),
                     ("openvino fp32 (CPU default)", name, {})]
@@ -134,6 +134,67 @@ def int8_fp32_ratios(runners: dict) -> dict[str, float]:
         if len(words) >= 2 and words[1] in ("fp32", "int8") and "(CPU default)" not in key:
             p50.setdefault(words[0], {}).setdefault(words[1], r["latency_ms"]["end_to_end"]["p50"])
     return {b: v["int8"] / v["fp32"] for b, v in p50.items() if {"int8", "fp32"} <= v.keys()}
+
+
+def run_bench(packages: list, backend: str = "onnxruntime", device: str | None = None, threads: int = 1,
+              batch: int = 32, runs: int = 200, rounds: int = 5, reference: bool | None = None, model=None,
+              teacher_steps: int | None = None, profile: bool = False) -> dict:
+    """`lldif-edge bench`: every runner of every package (None: the embedded default) on `backend` ('all':
+    each available one), plus the torch reference when asked (None: when torch and the checkpoint are here),
+    timed in turn (`bench_pipelines`); with `profile`, the op profiles of the ONNX Runtime and OpenVINO runners."""
+    import importlib.util
+
+    from lldif_edge.lowlight import darken_many
+    from lldif_edge.package import checkpoint_path, load_manifest
+    from lldif_edge.runtimes import load_pipeline
+    from lldif_edge.synthetic import synthetic_faces
+
+    results: dict = {"threads": threads, "cpu": cpu_features(), "runners": {}, "skipped": {}}
+    first_manifest = None
+    pipes: dict = {}
+    roots: dict[str, str] = {}
+    in_float: dict[str, list[str]] = {}
+    for pkg in packages:
+        root, manifest = load_manifest(pkg)
+        first_manifest = first_manifest or manifest
+        graphs = manifest["graphs"]
+        precisions = {g["precision"] for g in graphs.values()}
+        # An INT8 package may keep sub-graphs in float; it is still the INT8 package the user chose.
+        precision = "int8" if "int8" in precisions else "+".join(sorted(precisions))
+        faces = darken_many(synthetic_faces(64, manifest["input"]["size"], seed=1)[0], seed=1)
+        for label, name, options in runner_variants(backend, precision):
+            if options is None:
+                results["skipped"][label] = name
+                continue
+            key = f"{label} ({root.name})" if label in pipes else label  # one precision twice: tell them apart
+            pipes[key] = load_pipeline(root, backend=name, device=device, threads=threads, **options)
+            roots[key] = str(root)
+            in_float[key] = [g for g, v in graphs.items() if v["precision"] != "int8"] if precision == "int8" else []
+            if profile and name in ("onnxruntime", "openvino"):
+                # A separate load: profiling slows the runs it records, so it never touches the latencies above.
+                profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
+                results.setdefault("profiles", {})[key] = profile_ops(profiled, faces, runs=runs)
+    ckpt = model or checkpoint_path(first_manifest)
+    if reference is None:
+        reference = importlib.util.find_spec("torch") is not None and Path(ckpt).with_suffix(".json").is_file()
+    torch_key = None
+    if reference:  # one more runner, timed in turn with the packages
+        from lldif_edge.lldif.reference import TorchReference
+
+        steps = teacher_steps or (first_manifest.get("sampler") or {}).get("teacher_steps")
+        # The checkpoint with the undistilled S-step sampler: what the packages' K-step sampler was distilled from.
+        torch_key = f"torch teacher ({steps}-step sampler)" if steps else "torch fp32"
+        pipes[torch_key] = TorchReference(ckpt, steps, threads)
+    results["runners"] = bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
+    for key, r in results["runners"].items():
+        if key in roots:
+            r.update(package=roots[key], float_subgraphs=in_float[key])
+    if torch_key:
+        first = next(iter(results["runners"].values()))
+        results["speedup_vs_torch_p50"] = (results["runners"][torch_key]["latency_ms"]["end_to_end"]["p50"]
+                                           / first["latency_ms"]["end_to_end"]["p50"])
+    results["int8_vs_fp32_p50"] = int8_fp32_ratios(results["runners"])
+    return results
 
 
 def write_bench_chart(results: dict, path) -> None:

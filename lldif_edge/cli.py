@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import zlib
 from pathlib import Path
 
 import typer
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape  # messages quote extras such as lldif-edge[openvino], which rich would swallow
 from rich.table import Table
 
-from lldif_edge.errors import DataError, LldifError
+from lldif_edge.errors import LldifError
 from lldif_edge.paths import check_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -154,60 +153,17 @@ def darken(
     """Write a darkened copy of a folder tree as PNG: each image gets a random exposure curve (gain, gamma) and
     sensor shot and read noise, the synthetic low light that training and `eval --darken` use (docs/design.md)."""
     check_output(dst, "DST", folder=True)
-    import cv2
-    import numpy as np
+    from lldif_edge.lowlight import darken_folder
 
-    from lldif_edge.data import IMAGE_EXTS, content_id, file_sha1s
-    from lldif_edge.lowlight import darken as darken_one
-
-    if not src.is_dir():
-        raise DataError(f"source folder not found: {src}")
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise DataError(f"no images under {src}")
-    seen = file_sha1s(exclude) if exclude else None
-    written = skipped = duplicates = 0
-    for f in files:
-        rel = f.relative_to(src)
-        raw = f.read_bytes()
-        if seen is not None:
-            digest = content_id(raw)
-            if digest in seen:
-                duplicates += 1
-                continue
-            seen.add(digest)
-        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            console.print(f"[yellow]skipped unreadable image {f}")
-            skipped += 1
-            continue
-        # Per-file stream: the output of a file does not depend on which other files are present.
-        rng = np.random.default_rng([seed, zlib.crc32(rel.as_posix().encode())])
-        target = dst / rel.with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.stem + ".tmp.png")
-        if img.dtype != np.uint8:
-            img = (img / 256).astype(np.uint8)
-        cv2.imwrite(str(tmp), darken_one(img, rng))
-        tmp.replace(target)
-        written += 1
+    done = darken_folder(src, dst, seed, exclude)
+    for f in done["unreadable"]:
+        console.print(f"[yellow]skipped unreadable image {f}")
+    written, skipped, duplicates = done["written"], len(done["unreadable"]), done["duplicates"]
     console.print(f"darkened {written} images into {dst}" + (f", skipped {skipped} unreadable" if skipped else "")
                   + (f", left out {duplicates} duplicates" if exclude else ""))
 
 
 # ---------------------------------------------------------------- evaluation
-def _load_eval_images(data: Path, classes: list[str], size: int, channels: int, exclude: Path | None,
-                      darken_data: bool, seed: int):
-    from lldif_edge.data import drop_duplicates, load_folder
-    from lldif_edge.lowlight import darken_many
-
-    ds = load_folder(data, classes, size, channels)
-    dropped = None
-    if exclude:
-        ds, dropped = drop_duplicates(ds, load_folder(exclude, classes, size, channels))
-    return ds, (darken_many(ds.images, seed) if darken_data else ds.images), dropped
-
-
 @app.command("eval")
 def evaluate(
     data: Path = typer.Option(..., help="Folder <root>/<class>/*.jpg"),
@@ -236,48 +192,14 @@ def evaluate(
                          ("--coverage-plot", coverage_plot)):
         if path:
             check_output(path, option)
-    from lldif_edge.metrics import classification_report, write_confusion_png
+    from lldif_edge.evaluation import evaluate_checkpoint, evaluate_package
+    from lldif_edge.metrics import write_confusion_png
 
-    extra: dict = {}
-    manifest = None  # a package's: its confidence calibration
     if package is not None or model is None and _torch_missing():
-        from lldif_edge.runtimes import load_pipeline
-
-        pipe = load_pipeline(package, backend=backend, device=device)
-        manifest = pipe.manifest
-        classes = pipe.classes
-        ds, images, dropped = _load_eval_images(data, classes, pipe.input_size, 1 if pipe.grayscale else 3,
-                                                exclude, darken_data, seed)
-        logits = pipe.batched_logits(images)
-        source = str(pipe.root)
-        extra.update(backend=pipe.describe(), graphs={k: v["precision"] for k, v in pipe.manifest["graphs"].items()})
-        if compare:
-            from lldif_edge.lldif.reference import reference_logits
-            from lldif_edge.metrics import compare_logits
-            from lldif_edge.package import checkpoint_path
-
-            diff = compare_logits(reference_logits(model or checkpoint_path(pipe.manifest), images), logits)
-            extra["agreement_with_torch"] = diff["top1_agreement"]
-            extra["max_abs_logit_diff_vs_torch"] = diff["max_abs_logit_diff"]
+        report, classes = evaluate_package(package, data, backend, device, exclude, darken_data, seed, compare, model)
     else:
-        from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
-        from lldif_edge.lldif.model import count_macs, inference_parameters
-        from lldif_edge.lldif.train import predict_logits
-
-        net, _ = load_checkpoint(model)
-        cfg = net.cfg
-        if steps:
-            cfg.sample_steps = steps
-        classes = cfg.classes
-        ds, images, dropped = _load_eval_images(data, classes, cfg.input_size, 1 if cfg.grayscale else 3, exclude,
-                                                darken_data, seed)
-        logits = predict_logits(net, images, tta=tta)
-        source = str(resolve_checkpoint(model))
-        extra.update(sample_steps=cfg.sample_steps if cfg.prior else None, tta=tta,
-                     parameters=inference_parameters(net), mmacs_per_face=round(count_macs(net) / 1e6, 1))
-    report = classification_report(ds.labels, logits.argmax(-1), classes)
-    report.update(model=source, data=str(data), darkened=darken_data, seed=seed, duplicates_dropped=dropped, **extra)
-    report.update(_confidence_report(logits, ds.labels, manifest))
+        report, classes = evaluate_checkpoint(model, data, steps, tta, exclude, darken_data, seed)
+    source = report["model"]
     if as_json:
         print(json.dumps(report), flush=True)
     else:
@@ -299,35 +221,6 @@ def evaluate(
         if coverage_plot:
             _late_write("--coverage-plot", coverage_plot,
                         lambda: write_risk_coverage_png(report["risk_coverage"], coverage_plot, name))
-
-
-def _confidence_report(logits, labels, manifest: dict | None) -> dict:
-    """ECE of the plain softmax and of the package's calibrated probabilities (a checkpoint has no calibration),
-    reliability bins of both, and the risk-coverage curve of the calibrated confidence."""
-    import numpy as np
-
-    from lldif_edge.metrics import (
-        ECE_BINS,
-        calibrated_probabilities,
-        expected_calibration_error,
-        reliability_bins,
-        risk_coverage,
-    )
-    from lldif_edge.package import CONFIDENCE_KEY, confidence_calibration
-
-    t, e = confidence_calibration(manifest) if manifest else (1.0, 0.0)
-    raw, probs = calibrated_probabilities(logits), calibrated_probabilities(logits, t, e)
-    entry = (manifest or {}).get(CONFIDENCE_KEY) or {}
-    return {
-        "confidence": {
-            "calibrated": (t, e) != (1.0, 0.0), "temperature": t, "label_smoothing": e,
-            "fitted_on": entry.get("fitted_on"), "ece_bins": ECE_BINS,
-            "ece_before": expected_calibration_error(raw, labels),
-            "ece_after": expected_calibration_error(probs, labels),
-            "reliability_before": reliability_bins(raw, labels),
-            "reliability_after": reliability_bins(probs, labels)},
-        "risk_coverage": risk_coverage(probs.max(-1), probs.argmax(-1) == np.asarray(labels)),
-    }
 
 
 def _print_confidence(report: dict) -> None:
@@ -626,58 +519,9 @@ def bench(
     if chart:
         check_output(chart, "--chart")
     from lldif_edge import bench as bench_lib
-    from lldif_edge.hardware import cpu_features
-    from lldif_edge.lowlight import darken_many
-    from lldif_edge.package import checkpoint_path, load_manifest
-    from lldif_edge.runtimes import load_pipeline
-    from lldif_edge.synthetic import synthetic_faces
 
-    packages = package or [None]
-    results: dict = {"threads": threads, "cpu": cpu_features(), "runners": {}, "skipped": {}}
-    first_manifest = None
-    pipes: dict = {}
-    roots: dict[str, str] = {}
-    in_float: dict[str, list[str]] = {}
-    for pkg in packages:
-        root, manifest = load_manifest(pkg)
-        first_manifest = first_manifest or manifest
-        graphs = manifest["graphs"]
-        precisions = {g["precision"] for g in graphs.values()}
-        # An INT8 package may keep sub-graphs in float; it is still the INT8 package the user chose.
-        precision = "int8" if "int8" in precisions else "+".join(sorted(precisions))
-        faces = darken_many(synthetic_faces(64, manifest["input"]["size"], seed=1)[0], seed=1)
-        for label, name, options in bench_lib.runner_variants(backend, precision):
-            if options is None:
-                results["skipped"][label] = name
-                continue
-            key = f"{label} ({root.name})" if label in pipes else label  # one precision twice: tell them apart
-            pipes[key] = load_pipeline(root, backend=name, device=device, threads=threads, **options)
-            roots[key] = str(root)
-            in_float[key] = [g for g, v in graphs.items() if v["precision"] != "int8"] if precision == "int8" else []
-            if profile and name in ("onnxruntime", "openvino"):
-                # A separate load: profiling slows the runs it records, so it never touches the latencies above.
-                profiled = load_pipeline(root, backend=name, device=device, threads=threads, profile=True, **options)
-                results.setdefault("profiles", {})[key] = bench_lib.profile_ops(profiled, faces, runs=runs)
-    ckpt = model or checkpoint_path(first_manifest)
-    if reference is None:
-        reference = not _torch_missing() and Path(ckpt).with_suffix(".json").is_file()
-    torch_key = None
-    if reference:  # one more runner, timed in turn with the packages
-        from lldif_edge.lldif.reference import TorchReference
-
-        steps = teacher_steps or (first_manifest.get("sampler") or {}).get("teacher_steps")
-        # The checkpoint with the undistilled S-step sampler: what the packages' K-step sampler was distilled from.
-        torch_key = f"torch teacher ({steps}-step sampler)" if steps else "torch fp32"
-        pipes[torch_key] = TorchReference(ckpt, steps, threads)
-    results["runners"] = bench_lib.bench_pipelines(pipes, faces, batch, runs=runs, rounds=rounds)
-    for key, r in results["runners"].items():
-        if key in roots:
-            r.update(package=roots[key], float_subgraphs=in_float[key])
-    if torch_key:
-        first = next(iter(results["runners"].values()))
-        results["speedup_vs_torch_p50"] = (results["runners"][torch_key]["latency_ms"]["end_to_end"]["p50"]
-                                           / first["latency_ms"]["end_to_end"]["p50"])
-    results["int8_vs_fp32_p50"] = bench_lib.int8_fp32_ratios(results["runners"])
+    results = bench_lib.run_bench(package or [None], backend, device, threads, batch, runs, rounds, reference, model,
+                                  teacher_steps, profile)
     if as_json:
         print(json.dumps(results), flush=True)
     else:
