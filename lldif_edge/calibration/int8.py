@@ -43,6 +43,7 @@ from lldif_edge.hardware import cpu_features
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import compare_logits
 from lldif_edge.package import ORT_AMX_VARIANT, sha256_file, write_manifest
+from lldif_edge.runtimes.onnxruntime_backend import OnnxRuntimeBackend
 from lldif_edge.runtimes.pipeline import Pipeline
 from lldif_edge.synthetic import synthetic_faces
 
@@ -115,7 +116,7 @@ class Workbench:
         self.reference_qdq = settings.target != "cpu"
         self.measured_with = ("onnxruntime reference QDQ arithmetic (no int8 kernel fusion)" if self.reference_qdq
                               else "onnxruntime CPU int8 kernels")
-        self._sessions: dict[tuple, object] = {}
+        self._stages: dict[tuple, OnnxRuntimeBackend] = {}  # the runtime's backend, one per graph file
         self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
         self._inputs: dict[str, np.ndarray] = {}
 
@@ -163,13 +164,8 @@ class Workbench:
         """Register a preprocessed batch under `key` for `logits`."""
         self._inputs[key] = x
 
-    def _session(self, path: Path):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.reference_qdq
-                                       else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    def _stage(self, path: Path) -> OnnxRuntimeBackend:
+        return OnnxRuntimeBackend(path, optimization="none" if self.reference_qdq else "all")
 
     def logits(self, config: dict, key: str) -> np.ndarray:
         tensors = {"image": self._inputs[key], **self.constants}
@@ -177,12 +173,10 @@ class Workbench:
         for g in self.graphs:
             prefix += ((g, config[g]),)
             if prefix not in self._outputs:
-                if (g, config[g]) not in self._sessions:
-                    self._sessions[(g, config[g])] = self._session(self.file(g, config[g]))
-                sess = self._sessions[(g, config[g])]
-                names = [o.name for o in sess.get_outputs()]
-                outs = sess.run(names, {i.name: tensors[i.name] for i in sess.get_inputs()})
-                self._outputs[prefix] = dict(zip(names, outs, strict=True))
+                if (g, config[g]) not in self._stages:
+                    self._stages[(g, config[g])] = self._stage(self.file(g, config[g]))
+                stage = self._stages[(g, config[g])]
+                self._outputs[prefix] = stage.run({k: tensors[k] for k in stage.input_names})
             tensors.update(self._outputs[prefix])
         return tensors["logits"]
 

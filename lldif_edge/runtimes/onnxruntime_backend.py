@@ -36,9 +36,11 @@ class OnnxRuntimeBackend(Backend):
         return [d for d, prov in DEVICE_PROVIDERS.items() if prov[0] in have]
 
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
-                 io_binding: bool | None = None, profile: bool = False, **options):
+                 io_binding: bool | None = None, profile: bool = False, optimization: str = "all", **options):
         """`io_binding`: run through ORT IO binding, outputs allocated on the execution device, so the pipeline
-        hands one sub-graph's output to the next without a host round trip (default: on for CUDA/TensorRT)."""
+        hands one sub-graph's output to the next without a host round trip (default: on for CUDA/TensorRT).
+        `optimization`: ORT's graph optimisation level, "all" (fused int8 kernels: what runs) or "none" (the
+        reference Q/DQ arithmetic INT8 calibration measures a TensorRT package with)."""
         import onnxruntime as ort
 
         device = device or "cpu"
@@ -54,7 +56,10 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if optimization not in levels:
+            raise BackendError(f"onnxruntime: optimization must be one of {', '.join(levels)}, got '{optimization}'")
+        so.graph_optimization_level = levels[optimization]
         if profile:  # per-node timings for `op_profile` (bench --profile)
             import tempfile
 
@@ -62,7 +67,7 @@ class OnnxRuntimeBackend(Backend):
             so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="lldif-edge-ort-")) / "profile")
         config = {k: v for k, v in options.items() if k.startswith(SESSION_CONFIG_PREFIXES)}
         reject_unknown_options("onnxruntime", {k: v for k, v in options.items() if k not in config},
-                               ["io_binding", "profile"], ", or a session config key starting with "
+                               ["io_binding", "profile", "optimization"], ", or a session config key starting with "
                                + " ".join(SESSION_CONFIG_PREFIXES))
         for key, value in config.items():
             so.add_session_config_entry(key, str(value))
