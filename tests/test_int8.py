@@ -346,3 +346,14 @@ def test_cpu_target_uses_reduced_range_weights_by_default():
     assert QuantSettings("cpu").reduce_range is True  # no int16 saturation on x86 without VNNI
     assert QuantSettings("tensorrt").reduce_range is False
     assert QuantSettings("cpu", reduce_range=False).describe()["reduce_range"] is False
+
+
+def test_calibration_is_a_toolbox_that_never_exports():
+    import subprocess
+    import sys
+
+    code = ("import sys, lldif_edge.calibration.int8, lldif_edge.calibration.datafree, lldif_edge.calibration.sources, "
+            "lldif_edge.calibration.confidence; bad = [m for m in sys.modules if m.startswith('lldif_edge.export')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
