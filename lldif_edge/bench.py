@@ -104,9 +104,9 @@ def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict |
     """(runner name, backend name, options) to benchmark a package of `precision`; options None means skipped,
     with the reason in place of the backend name.
 
-    Runner names say what the user chose: backend and package precision ("onnxruntime int8"). 'all' expands
-    to every registered backend; OpenVINO runs FP32 packages both pinned to f32 and in its CPU default (bf16
-    where the CPU has it), so the table says which precision really ran.
+    Runner names say what the user chose: backend and package precision ("onnxruntime int8"); each backend
+    says which runners it wants (`Backend.bench_variants`). 'all' expands to every registered backend but the
+    reference (`Backend.timed_as_reference`), which joins as its own runner.
     """
     from lldif_edge.runtimes.registry import backend_names, backend_status
 
@@ -116,13 +116,10 @@ def runner_variants(backend: str, precision: str) -> list[tuple[str, str, dict |
         cls, why = backend_status(name)
         if cls is None:
             out.append((name, why, None))
-        elif name == "torch" and backend == "all":
-            continue  # the torch reference joins as its own runner, the teacher (run_bench)
-        elif name == "openvino" and precision == "fp32":
-            out += [("openvino fp32 (f32)", name, {"precision": "f32"}),
-                    ("openvino fp32 (CPU default)", name, {})]
+        elif backend == "all" and cls.timed_as_reference:
+            continue
         else:
-            out.append((f"{name} {precision}", name, {}))
+            out += [(label, name, options) for label, options in cls.bench_variants(name, precision)]
     return out
 
 

@@ -205,6 +205,16 @@ def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_pat
     assert cached.cfg.sample_steps == preset_config("tiny").sample_steps
 
 
+def test_bench_runners_come_from_the_backends():
+    from lldif_edge.bench import runner_variants
+
+    assert runner_variants("onnxruntime", "int8") == [("onnxruntime int8", "onnxruntime", {})]
+    assert "torch" not in [name for _, name, _ in runner_variants("all", "fp32")]  # the reference runs on its own
+    if pytest.importorskip("openvino"):
+        assert [label for label, _, _ in runner_variants("openvino", "fp32")] == ["openvino fp32 (f32)",
+                                                                                  "openvino fp32 (CPU default)"]
+
+
 def test_the_typed_manifest_reads_the_shipped_packages_and_keeps_every_key():
     from lldif_edge.package import DEFAULT_PACKAGES, MANIFEST, Package, sha256_file
 

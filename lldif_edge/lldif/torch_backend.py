@@ -33,6 +33,7 @@ class TorchBackend(Backend):
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     takes_package = True
+    timed_as_reference = True  # bench times the checkpoint itself (lldif.reference.TorchReference)
 
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
                  package: Package | None = None, graph: str | None = None, steps: int | None = None, **options):

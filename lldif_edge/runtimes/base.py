@@ -27,6 +27,8 @@ class Backend(ABC):
     # checkpoint behind it): `Pipeline` then passes `package` (a `lldif_edge.package.Package`) and `graph` (the
     # graph's name) as keyword arguments. Backends never read manifest.json themselves.
     takes_package: bool = False
+    # True for a reference that `bench` times as its own runner (the torch checkpoint), not with `--backend all`.
+    timed_as_reference: bool = False
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -45,6 +47,12 @@ class Backend(ABC):
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @classmethod
+    def bench_variants(cls, name: str, precision: str) -> list[tuple[str, dict]]:
+        """(runner label, options) that `bench` times for a package of `precision` on this backend (registered
+        as `name`): one runner by default; a backend whose default precision differs adds a pinned one."""
+        return [(f"{name} {precision}", {})]
 
     def describe(self) -> str:
         """What actually runs (device, provider, precision), for reports."""

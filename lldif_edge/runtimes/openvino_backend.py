@@ -34,6 +34,14 @@ class OpenVinoBackend(Backend):
 
         return list(ov.Core().available_devices)
 
+    @classmethod
+    def bench_variants(cls, name: str, precision: str) -> list[tuple[str, dict]]:
+        """An FP32 package twice: pinned to f32, and in the CPU default (bf16 where the CPU has it), so the
+        table says which precision really ran."""
+        if precision != "fp32":
+            return super().bench_variants(name, precision)
+        return [(f"{name} fp32 (f32)", {"precision": "f32"}), (f"{name} fp32 (CPU default)", {})]
+
     def __init__(self, model_path: Path, device: str | None = None, threads: int | None = None,
                  precision: str | None = None, hint: str = "LATENCY", cache_dir: str | None = None,
                  profile: bool = False, **options):
