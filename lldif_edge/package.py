@@ -76,7 +76,17 @@ def default_package() -> Path:
 
 # ---------------------------------------------------------------- the typed manifest
 # Each record keeps the keys it does not model in `extra` (reports, notes, sizes), so reading and writing a
-# manifest keeps everything in it.
+# manifest keeps everything in it. It also keeps its key order (`order`): a record read from a file writes its
+# keys as they were there, one built by the exporter in the order exports have always had, so a package
+# written through these records is byte for byte what the exporter wrote before them.
+MANIFEST_ORDER = ("format", "created", "model", "classes", "input", "opset", "graphs", "pipeline", "pipeline_fused",
+                  "calibration", CONFIDENCE_KEY, "tools", "sampler", "fp32_verification", "int8_report",
+                  "verification")
+
+
+def _ordered(d: dict, order: tuple[str, ...]) -> dict:
+    """`d` with the keys named in `order` first, in that order; the others after, as they come."""
+    return {**{k: d[k] for k in order if k in d}, **d}
 def _need(cond: bool, where: str, what: str, got: object) -> None:
     if not cond:
         raise PackageError(f"{MANIFEST}: {where} must be {what}, got {got!r}; re-export the package")
@@ -99,6 +109,8 @@ class InputSpec:
     mean: list[float] | None = None
     std: list[float] | None = None
     extra: dict = field(default_factory=dict)
+    order: tuple[str, ...] = field(default=("size", "channels", "color", "layout", "dtype", "scale", "mean", "std",
+                                            "note"), compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: object) -> InputSpec:
@@ -111,26 +123,29 @@ class InputSpec:
             v = known.get(key)
             _need(v is None or (isinstance(v, list) and len(v) == known["channels"]), f"input.{key}",
                   f"a list of {known['channels']} numbers", v)
-        return cls(**known, extra=extra)
+        return cls(**known, extra=extra, order=tuple(d))
 
     def to_dict(self) -> dict:
         d = {"size": self.size, "channels": self.channels, "color": self.color, "scale": self.scale,
              "mean": self.mean, "std": self.std}
-        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+        return _ordered({**{k: v for k, v in d.items() if v is not None}, **self.extra}, self.order)
 
 
 @dataclass
 class GraphEntry:
-    """One ONNX file of the package: its sha256, the precision it was exported in, its tensors, and the
-    variant files a backend may run instead on some machines (`variants`, keyed like ORT_AMX_VARIANT)."""
+    """One ONNX file of the package: its sha256, the precision it was exported in (None in a variant entry,
+    which has its main file's), its tensors, and the variant files a backend may run instead on some machines
+    (`variants`, keyed like ORT_AMX_VARIANT)."""
 
     file: str
     sha256: str
-    precision: str = "fp32"
+    precision: str | None = "fp32"
     inputs: dict[str, list[int]] = field(default_factory=dict)
     outputs: dict[str, list[int]] = field(default_factory=dict)
     variants: dict[str, GraphEntry] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    order: tuple[str, ...] = field(default=("file", "sha256", "precision", "bytes", "inputs", "outputs"),
+                                   compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: object, where: str) -> GraphEntry:
@@ -138,17 +153,20 @@ class GraphEntry:
         for key in ("file", "sha256"):
             _need(isinstance(known.get(key), str), f"{where}.{key}", "a string", known.get(key))
         variants = {k: cls.from_dict(v, f"{where}.variants.{k}") for k, v in known.pop("variants", {}).items()}
-        return cls(**known, variants=variants, extra=extra)
+        return cls(**{"precision": None, **known}, variants=variants, extra=extra, order=tuple(d))
 
     def to_dict(self) -> dict:
-        d = {"file": self.file, "sha256": self.sha256, "precision": self.precision}
+        d = {"file": self.file, "sha256": self.sha256}
+        if self.precision is not None:
+            d["precision"] = self.precision
         if self.inputs:
             d["inputs"] = self.inputs
         if self.outputs:
             d["outputs"] = self.outputs
+        d.update(self.extra)
         if self.variants:
             d["variants"] = {k: v.to_dict() for k, v in self.variants.items()}
-        return {**d, **self.extra}
+        return _ordered(d, self.order)
 
 
 @dataclass
@@ -160,16 +178,17 @@ class CalibrationReport:
     activation_type: str | None = None
     activation_symmetric: bool | None = None
     extra: dict = field(default_factory=dict)
+    order: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: object) -> CalibrationReport:
         known, extra = _split(d, "calibration", ("target", "activation_type", "activation_symmetric"))
-        return cls(**known, extra=extra)
+        return cls(**known, extra=extra, order=tuple(d))
 
     def to_dict(self) -> dict:
         d = {"target": self.target, "activation_type": self.activation_type,
              "activation_symmetric": self.activation_symmetric}
-        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+        return _ordered({**{k: v for k, v in d.items() if v is not None}, **self.extra}, self.order)
 
     @property
     def asymmetric_activations(self) -> bool:
@@ -179,7 +198,8 @@ class CalibrationReport:
 @dataclass
 class Package:
     """manifest.json, typed. `read` validates it (one line naming the field on a bad one) and, with `verify`,
-    every file against its sha256; `write` writes it atomically. Keys it does not model stay in `extra`."""
+    every file against its sha256; `write` writes it atomically. Keys it does not model stay in `extra`.
+    `pipeline_fused` and `calibration` are written even when None (null), as the exporter always has."""
 
     classes: list[str]
     input: InputSpec
@@ -192,6 +212,7 @@ class Package:
     confidence: dict | None = None  # CONFIDENCE_KEY: temperature and label smoothing, see `confidence_calibration`
     extra: dict = field(default_factory=dict)
     root: Path | None = None
+    order: tuple[str, ...] = field(default=MANIFEST_ORDER, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: object, root: Path | None = None) -> Package:
@@ -217,7 +238,7 @@ class Package:
                    pipeline=list(known["pipeline"]), pipeline_fused=known.get("pipeline_fused"),
                    model=known.get("model", {}), sampler=known.get("sampler"),
                    calibration=None if cal is None else CalibrationReport.from_dict(cal),
-                   confidence=known.get(CONFIDENCE_KEY), extra=extra, root=root)
+                   confidence=known.get(CONFIDENCE_KEY), extra=extra, root=root, order=tuple(d))
 
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "model": self.model, "classes": self.classes, "input": self.input.to_dict(),
@@ -225,7 +246,8 @@ class Package:
              "pipeline_fused": self.pipeline_fused, "sampler": self.sampler,
              "calibration": None if self.calibration is None else self.calibration.to_dict(),
              CONFIDENCE_KEY: self.confidence}
-        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+        d = {k: v for k, v in d.items() if v is not None or k in ("pipeline_fused", "calibration")}
+        return _ordered({**d, **self.extra}, self.order)
 
     @classmethod
     def read(cls, package: str | Path | None = None, verify: bool = True) -> Package:

@@ -27,7 +27,7 @@ from lldif_edge.metrics import (
     expected_calibration_error,
     fit_calibration,
 )
-from lldif_edge.package import CONFIDENCE_KEY, checkpoint_path, write_manifest
+from lldif_edge.package import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def calibrate_package(package: str | Path, data: str | Path, exclude: str | Path
     faces, dropped = load_faces(data, pipe.classes, pipe.input_size, 1 if pipe.grayscale else 3, exclude,
                                 checkpoint_path(pipe.manifest))
     entry = fit_confidence(pipe, faces, source_description(data, exclude, dropped), seed)
-    write_manifest(pipe.root, {**pipe.manifest, CONFIDENCE_KEY: entry})
+    pipe.package.confidence = entry
+    pipe.package.write(pipe.root)
     return entry
 
 

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from lldif_edge.errors import LldifError
 from lldif_edge.hardware import cpu_features
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import compare_logits
-from lldif_edge.package import ORT_AMX_VARIANT, sha256_file, write_manifest
+from lldif_edge.package import CONFIDENCE_KEY, ORT_AMX_VARIANT, CalibrationReport, GraphEntry, Package, sha256_file
 from lldif_edge.runtimes.onnxruntime_backend import OnnxRuntimeBackend
 from lldif_edge.runtimes.pipeline import Pipeline
 from lldif_edge.synthetic import synthetic_faces
@@ -57,6 +58,12 @@ KL_FACTOR = 0.5  # ...or, at no loss of agreement, at least halves the mean KL d
 KL_FLOOR = 1e-5  # (by more than this: smaller KL changes are float noise)
 MIN_AGREEMENT = 0.8  # below this on the verification faces, no package is written
 FP32 = "fp32"
+# The key order INT8 manifests are written in, which differs from FP32's (`package.MANIFEST_ORDER`): kept so an
+# INT8 package is byte for byte what earlier exports wrote for the same model and settings.
+INT8_ORDER = ("format", "model", "classes", "input", "graphs", "pipeline", "sampler", CONFIDENCE_KEY, "created",
+              "opset", "tools", "pipeline_fused", "calibration", "fp32_verification", "int8_report", "verification")
+INT8_INPUT_ORDER = ("size", "channels", "color", "scale", "mean", "std")
+INT8_GRAPH_ORDER = ("file", "sha256", "precision", "inputs", "outputs")
 
 
 # ---------------------------------------------------------------- small helpers
@@ -99,10 +106,9 @@ class Workbench:
     it or a stage before it changed)."""
 
     def __init__(self, work: Path, fp32: Pipeline, settings: QuantSettings):
-        self.work, self.fp32_root, self.settings = work, fp32.root, settings
-        self.fp32_manifest = fp32.manifest
+        self.work, self.fp32, self.settings = work, fp32.package, settings
         self.constants = dict(fp32.constants)
-        self.graphs = list(self.fp32_manifest["pipeline"])
+        self.graphs = list(self.fp32.pipeline)
         self.pre: dict[str, Path] = {}
         for g in self.graphs:
             self.pre[g] = work / "pre" / f"{g}.onnx"
@@ -121,7 +127,7 @@ class Workbench:
         self._inputs: dict[str, np.ndarray] = {}
 
     def fp32_file(self, g: str) -> Path:
-        return self.fp32_root / self.fp32_manifest["graphs"][g]["file"]
+        return self.fp32.graph_path(g)
 
     def calibrate(self, tag: str, feeds: dict[str, list[dict]]) -> None:
         """Compute every sub-graph's tensor ranges on one calibration set (`tag`), once."""
@@ -143,22 +149,28 @@ class Workbench:
         """choice: FP32, or (calibration tag, frozenset of node names kept in float)."""
         return self.fp32_file(g) if choice == FP32 else self.variant(g, choice[0], choice[1])
 
-    def assemble(self, root: Path, config: dict, extra: dict | None = None) -> dict:
-        """Write the package of `config` (sub-graph -> choice) into the existing folder `root`."""
-        m = {k: v for k, v in self.fp32_manifest.items() if k != "verification"}
-        m["graphs"] = {}
+    def assemble(self, root: Path, config: dict, calibration: CalibrationReport | None = None,
+                 extra: dict | None = None) -> Package:
+        """Write the package of `config` (sub-graph -> choice) into the existing folder `root`: the FP32
+        package's manifest with these graphs, no fused graph, `calibration`, and `extra` added to its keys."""
+        fp32 = self.fp32
+        graphs = {}
         for g in self.graphs:
             dst = root / f"{g}.onnx"
             shutil.copyfile(self.file(g, config[g]), dst)
-            entry = dict(self.fp32_manifest["graphs"][g], file=dst.name, sha256=sha256_file(dst),
-                         bytes=dst.stat().st_size, precision=FP32 if config[g] == FP32 else "int8")
-            if config[g] != FP32:
-                entry["excluded_nodes"] = sorted(config[g][1])
-            m["graphs"][g] = entry
-        m["pipeline_fused"] = None
-        m.update(extra or {})
-        write_manifest(root, m)
-        return m
+            entry = fp32.graphs[g]
+            excluded = {} if config[g] == FP32 else {"excluded_nodes": sorted(config[g][1])}
+            graphs[g] = replace(entry, file=dst.name, sha256=sha256_file(dst),
+                                precision=FP32 if config[g] == FP32 else "int8",
+                                extra={**entry.extra, "bytes": dst.stat().st_size, **excluded},
+                                order=INT8_GRAPH_ORDER)
+        pkg = Package(classes=fp32.classes, input=replace(fp32.input, order=INT8_INPUT_ORDER), graphs=graphs,
+                      pipeline=fp32.pipeline, pipeline_fused=None, model=fp32.model, sampler=fp32.sampler,
+                      calibration=calibration, confidence=fp32.confidence,
+                      extra={**{k: v for k, v in fp32.extra.items() if k != "verification"}, **(extra or {})},
+                      root=root, order=INT8_ORDER)
+        pkg.write(root)
+        return pkg
 
     def set_inputs(self, key: str, x: np.ndarray) -> None:
         """Register a preprocessed batch under `key` for `logits`."""
@@ -314,29 +326,29 @@ def keep_faster(bench: Workbench, config: dict, faces: np.ndarray, runs: int = 1
 VARIANT_MIN_SPEEDUP = 0.97
 
 
-def add_amx_variants(root: Path, manifest: dict, faces: np.ndarray, runs: int = 300) -> dict:
+def add_amx_variants(root: Path, pkg: Package, faces: np.ndarray, runs: int = 300) -> dict:
     """cpu target: give each INT8 sub-graph with conv weights an ORT-on-AMX variant (`reencode_conv_weights`)
     and keep it where it is faster on this machine, measured side by side through `Pipeline` (median per
-    face, batch 1, 1 thread). Writes the files and `manifest` into `root`; returns the report.
+    face, batch 1, 1 thread). Writes the files and `pkg`'s manifest into `root`; returns the report.
     Only on a CPU with AMX-INT8: elsewhere the variant would never run, and there is nothing to measure."""
     if "amx_int8" not in cpu_features()["features"]:
         return {"written": [], "note": "this CPU has no AMX-INT8: no variant measured or written"}
     candidates = []
-    for g, entry in manifest["graphs"].items():
+    for g, entry in pkg.graphs.items():
         dst = root / f"{g}.ort-amx.onnx"
-        if entry["precision"] == "int8" and reencode_conv_weights(root / entry["file"], dst):
-            entry["variants"] = {ORT_AMX_VARIANT: {"file": dst.name, "sha256": sha256_file(dst),
-                                                   "bytes": dst.stat().st_size}}
+        if entry.precision == "int8" and reencode_conv_weights(root / entry.file, dst):
+            entry.variants = {ORT_AMX_VARIANT: GraphEntry(file=dst.name, sha256=sha256_file(dst), precision=None,
+                                                          extra={"bytes": dst.stat().st_size})}
             candidates.append(g)
     if not candidates:
         return {"written": [], "note": "no int8 conv weights to re-encode"}
-    write_manifest(root, manifest)
+    pkg.write(root)
     pipes = {"main": Pipeline(root, threads=1, variants=False), "amx": Pipeline(root, threads=1)}
     lat = measure_latency(pipes, faces, runs=runs)
     kept = [g for g in candidates if lat["amx"][g] <= VARIANT_MIN_SPEEDUP * lat["main"][g]]
     for g in set(candidates) - set(kept):
-        (root / manifest["graphs"][g].pop("variants")[ORT_AMX_VARIANT]["file"]).unlink()
-    write_manifest(root, manifest)
+        (root / pkg.graphs[g].variants.pop(ORT_AMX_VARIANT).file).unlink()
+    pkg.write(root)
     log.info("ONNX Runtime AMX variants kept for %s", kept or "nothing")
     return {"written": kept, "measured": candidates,
             "latency_ms_per_face": {"statistic": "median", "batch": 1, "threads": 1, "runs": runs, **lat},

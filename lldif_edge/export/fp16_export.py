@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -14,7 +15,7 @@ from lldif_edge.errors import PackageError
 from lldif_edge.export.onnx_export import export_package, openvino_reads, verification_images
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.metrics import compare_logits
-from lldif_edge.package import CONFIDENCE_KEY, PackageWriter, sha256_file, write_manifest
+from lldif_edge.package import MANIFEST_ORDER, Package, PackageWriter, sha256_file
 from lldif_edge.runtimes.pipeline import Pipeline
 
 MIN_AGREEMENT = 0.99  # top-1 agreement with the FP32 package below which no fp16 package is written
@@ -41,16 +42,22 @@ def export_fp16(model_path: str | Path | None, out: str | Path, steps: int | Non
                                                      resolve_checkpoint(model_path))
     with PackageWriter(out, force) as writer, tempfile.TemporaryDirectory(prefix="lldif-fp16-") as tmp:
         fp32_root = Path(tmp) / "fp32"
-        manifest = export_package(model_path, fp32_root, steps=steps, opset=opset, fused=fused, force=True,
-                                  verify_data=verify_data)
-        for entry in manifest["graphs"].values():
-            path = writer.tmp / entry["file"]
-            to_fp16(fp32_root / entry["file"], path)
-            entry.update(sha256=sha256_file(path), precision="fp16", bytes=path.stat().st_size,
-                         fp32_bytes=entry["bytes"])
-        manifest.update(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        fp32_verification=manifest.pop("verification"))
-        write_manifest(writer.tmp, manifest)
+        export_package(model_path, fp32_root, steps=steps, opset=opset, fused=fused, force=True,
+                       verify_data=verify_data)
+        fp32_pkg = Package.read(fp32_root)
+        graphs = {}
+        for name, entry in fp32_pkg.graphs.items():
+            path = writer.tmp / entry.file
+            to_fp16(fp32_root / entry.file, path)
+            graphs[name] = replace(entry, sha256=sha256_file(path), precision="fp16",
+                                   extra={**entry.extra, "bytes": path.stat().st_size,
+                                          "fp32_bytes": entry.extra["bytes"]})
+        extra = {k: v for k, v in fp32_pkg.extra.items() if k != "verification"}
+        extra.update(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                     fp32_verification=fp32_pkg.extra["verification"])
+        # a new package: the exporter's key order, not the FP32 file's
+        pkg = replace(fp32_pkg, graphs=graphs, extra=extra, root=writer.tmp, order=MANIFEST_ORDER)
+        pkg.write(writer.tmp)
 
         faces, source = verification_images(model, verify_data)
         fp32 = Pipeline(fp32_root)
@@ -65,10 +72,10 @@ def export_fp16(model_path: str | Path | None, out: str | Path, steps: int | Non
                                    f"{r['top1_agreement']:.4f} < {MIN_AGREEMENT}, max |logit diff| "
                                    f"{r['max_abs_logit_diff']:.2e}; use the FP32 package")
         verification["openvino_reads"] = openvino_reads(writer.tmp)
-        manifest["verification"] = verification
+        pkg.extra["verification"] = verification
         if calib_faces is not None:
-            manifest[CONFIDENCE_KEY] = confidence.fit_confidence(
+            pkg.confidence = confidence.fit_confidence(
                 Pipeline(writer.tmp), calib_faces,
                 confidence.source_description(confidence_data, confidence_exclude, dropped))
-        write_manifest(writer.tmp, manifest)
-    return manifest
+        pkg.write(writer.tmp)
+    return pkg.to_dict()

@@ -49,7 +49,7 @@ from lldif_edge.export.onnx_export import export_package, openvino_reads
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import compare_logits
-from lldif_edge.package import CONFIDENCE_KEY, PackageWriter, write_manifest
+from lldif_edge.package import CalibrationReport, PackageWriter
 from lldif_edge.runtimes.pipeline import Pipeline
 from lldif_edge.synthetic import synthetic_faces
 
@@ -141,25 +141,24 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
         calibration = {**source_info, "method": method, "darken": darken, "seed": seed, **settings.describe(),
                        "kept_float": kept,
                        "precision": {g: FP32 if config[g] == FP32 else "int8" for g in bench.graphs}}
-        manifest = bench.assemble(writer.tmp, config, {
+        pkg = bench.assemble(writer.tmp, config, CalibrationReport.from_dict(calibration), {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "calibration": calibration,
-            "fp32_verification": bench.fp32_manifest.get("verification"),
+            "fp32_verification": bench.fp32.extra.get("verification"),
         })
         if target == "cpu":
-            calibration["onnxruntime_amx_variants"] = add_amx_variants(writer.tmp, manifest, sel_faces,
-                                                                       max(latency_runs, 100))
+            amx = add_amx_variants(writer.tmp, pkg, sel_faces, max(latency_runs, 100))
+            calibration["onnxruntime_amx_variants"] = pkg.calibration.extra["onnxruntime_amx_variants"] = amx
         # the INT8 logits differ a little from FP32's: the confidence is fitted on this package's own
-        manifest[CONFIDENCE_KEY] = confidence.NO_DATA if calib_faces is None else confidence.fit_confidence(
+        pkg.confidence = confidence.NO_DATA if calib_faces is None else confidence.fit_confidence(
             Pipeline(writer.tmp), calib_faces,
             confidence.source_description(confidence_data, confidence_exclude, dropped))
         report = verify_and_report(bench, writer.tmp, fp32, config, calibration, selection, sel_faces, sel_desc, ref,
                          eval_set, latency_runs, min_agreement)
-        report["confidence_calibration"] = manifest[CONFIDENCE_KEY]
+        report["confidence_calibration"] = pkg.confidence
         report["seconds"] = round(time.perf_counter() - t_start, 1)
-        manifest["int8_report"] = report
-        manifest["verification"] = report["verification"]
-        write_manifest(writer.tmp, manifest)
+        pkg.extra["int8_report"] = report
+        pkg.extra["verification"] = report["verification"]
+        pkg.write(writer.tmp)
     report["out"] = str(out)
     return report
 

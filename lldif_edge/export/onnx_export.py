@@ -24,7 +24,7 @@ from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint
 from lldif_edge.lldif.model import LLDif, timestep_embedding
 from lldif_edge.lowlight import darken_many
 from lldif_edge.metrics import compare_logits
-from lldif_edge.package import CONFIDENCE_KEY, FORMAT, PackageWriter, checkpoint_ref, sha256_file, write_manifest
+from lldif_edge.package import GraphEntry, InputSpec, Package, PackageWriter, checkpoint_ref, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def verification_images(model: LLDif, verify_data: str | Path | None, count: int
 def export_package(model_path: str | Path | None, out: str | Path, steps: int | None = None, opset: int = 17,
                    fused: bool = False, force: bool = False, verify_data: str | Path | None = None,
                    confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
-    """Write and verify a package; returns its manifest. Nothing lands in `out` unless verification passes.
+    """Write and verify a package; returns its manifest (as written, a dict). Nothing lands in `out` unless
+    verification passes.
     `confidence_data`: labelled held-out faces to fit the confidence calibration on (`calibration.confidence`),
     without the images of `confidence_exclude` (the training folder); none: the plain softmax, said so."""
     from lldif_edge.calibration import confidence
@@ -173,32 +174,14 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
         log.warning("exporting a %d-step sampler from a checkpoint made for %d steps: accuracy is not the "
                     "distilled one (run `lldif-edge distill --steps %d` first)", k, cfg.sample_steps, k)
     specs = graph_specs(model, k)
-    manifest = {
-        "format": FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"checkpoint": checkpoint_ref(ckpt), "checkpoint_sha256": sha256_file(ckpt), "preset": cfg.preset,
-                  "prior": cfg.prior, "metrics": meta.get("metrics")},
-        "classes": list(cfg.classes),
-        "input": {"size": cfg.input_size, "channels": cfg.in_chans, "color": "gray" if cfg.grayscale else "rgb",
-                  "layout": "NCHW", "dtype": "float32", "scale": 1 / 255, "mean": [0.0] * cfg.in_chans,
-                  "std": [1.0] * cfg.in_chans,
-                  "note": "uint8 pixels * scale; grey faces replicated to every channel; the graphs standardise "
-                          "each image themselves"},
-        "opset": opset,
-        "graphs": {},
-        "pipeline": list(specs),
-        "pipeline_fused": ["fused"] if fused else None,
-        "calibration": None,
-        CONFIDENCE_KEY: confidence.NO_DATA,
-        "tools": tool_versions(),
-    }
     calib_faces = None
     if confidence_data is not None:  # before any slow work: a bad folder fails first
         calib_faces, dropped = confidence.load_faces(confidence_data, cfg.classes, cfg.input_size,
                                                      1 if cfg.grayscale else 3, confidence_exclude, ckpt)
+    sampler = None
     if cfg.prior:
         ts = model.sampler_timesteps(k)
-        manifest["sampler"] = {
+        sampler = {
             "steps": k, "timesteps": ts, "schedule_timesteps": cfg.timesteps,
             "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
             "alphas_cumprod": [float(model.alphas_cumprod[t]) for t in ts],
@@ -206,6 +189,23 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
             "distilled": bool(distilled),
             "start_noise": model.start_noise.flatten().tolist(),
         }
+    pkg = Package(
+        classes=list(cfg.classes),
+        input=InputSpec(size=cfg.input_size, channels=cfg.in_chans, color="gray" if cfg.grayscale else "rgb",
+                        scale=1 / 255, mean=[0.0] * cfg.in_chans, std=[1.0] * cfg.in_chans,
+                        extra={"layout": "NCHW", "dtype": "float32",
+                               "note": "uint8 pixels * scale; grey faces replicated to every channel; the graphs "
+                                       "standardise each image themselves"}),
+        graphs={},
+        pipeline=list(specs),
+        pipeline_fused=["fused"] if fused else None,
+        model={"checkpoint": checkpoint_ref(ckpt), "checkpoint_sha256": sha256_file(ckpt), "preset": cfg.preset,
+               "prior": cfg.prior, "metrics": meta.get("metrics")},
+        sampler=sampler,
+        confidence=confidence.NO_DATA,
+        extra={"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "opset": opset, "tools": tool_versions()},
+    )
     if fused:
         c = cfg
         specs["fused"] = (FusedGraph(model, k), {"image": [-1, c.in_chans, c.input_size, c.input_size]},
@@ -215,18 +215,18 @@ def export_package(model_path: str | Path | None, out: str | Path, steps: int | 
             path = writer.tmp / f"{name}.onnx"
             args = tuple(_example(s) for s in inputs.values())
             _export(module, args, path, list(inputs), list(outputs), opset)
-            manifest["graphs"][name] = {"file": path.name, "sha256": sha256_file(path), "precision": "fp32",
-                                        "bytes": path.stat().st_size, "inputs": inputs, "outputs": outputs}
-        write_manifest(writer.tmp, manifest)
-        manifest["verification"] = verify_package(model, writer.tmp, verify_data, fused, k)
+            pkg.graphs[name] = GraphEntry(file=path.name, sha256=sha256_file(path), precision="fp32",
+                                          inputs=inputs, outputs=outputs, extra={"bytes": path.stat().st_size})
+        pkg.write(writer.tmp)
+        pkg.extra["verification"] = verify_package(model, writer.tmp, verify_data, fused, k)
         if calib_faces is not None:
             from lldif_edge.runtimes.pipeline import Pipeline
 
-            manifest[CONFIDENCE_KEY] = confidence.fit_confidence(
+            pkg.confidence = confidence.fit_confidence(
                 Pipeline(writer.tmp), calib_faces,
                 confidence.source_description(confidence_data, confidence_exclude, dropped))
-        write_manifest(writer.tmp, manifest)
-    return manifest
+        pkg.write(writer.tmp)
+    return pkg.to_dict()
 
 
 def verify_package(model: LLDif, root: Path, verify_data: str | Path | None, fused: bool,
