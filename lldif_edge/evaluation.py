@@ -87,12 +87,10 @@ def evaluate_checkpoint(model: Path | None, data: Path, steps: int | None = None
 
     net, _ = load_checkpoint(model)
     cfg = net.cfg
-    if steps:  # this private copy of the model only (predict_logits runs the config's sampler)
-        cfg.sample_steps = steps
     ds, images, dropped = load_eval_images(data, cfg.classes, cfg.input_size, 1 if cfg.grayscale else 3, exclude,
                                            darken_data, seed)
-    logits = predict_logits(net, images, tta=tta)
-    extra = {"sample_steps": cfg.sample_steps if cfg.prior else None, "tta": tta,
+    logits = predict_logits(net, images, tta=tta, steps=steps)
+    extra = {"sample_steps": (steps or cfg.sample_steps) if cfg.prior else None, "tta": tta,
              "parameters": inference_parameters(net), "mmacs_per_face": round(count_macs(net) / 1e6, 1)}
     return _report(ds, logits, cfg.classes, str(resolve_checkpoint(model)), data, darken_data, seed, dropped,
                    extra, None), cfg.classes

@@ -201,6 +201,11 @@ def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_pat
     faces = synthetic_faces(8, 48, seed=3)[0]
     ours = load_pipeline(tmp_path / "k").predict(faces)
     np.testing.assert_allclose(load_pipeline(tmp_path / "k", backend="torch").predict(faces), ours, atol=1e-4)
+    from lldif_edge.lldif.reference import reference_logits  # eval --compare / --steps: K passed to the model
+
+    pipe = load_pipeline(tmp_path / "k")
+    np.testing.assert_allclose(reference_logits(tiny_ckpt, faces[..., None], steps=k),
+                               pipe.logits(pipe.preprocess(faces)), atol=1e-4)
     cached = _load(str(Package.read(tmp_path / "k").checkpoint))  # the torch backend's model, shared
     assert cached.cfg.sample_steps == preset_config("tiny").sample_steps
 

@@ -127,7 +127,8 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
              darken_p, seed, reporter, kl_weight, timing_faces) -> dict:
     cfg = teacher.cfg
     teacher.eval().requires_grad_(False)
-    # Deep copy: the teacher's cfg keeps its own sample_steps. The student stays in eval mode, on purpose: a short
+    # Deep copy: the teacher's cfg keeps its own sample_steps; the student's records its K, which its checkpoint
+    # carries (the training here passes k itself). The student stays in eval mode, on purpose: a short
     # fine-tune of the sampler with BatchNorm fixed at the teacher's statistics, as the exported graphs use them.
     student = copy.deepcopy(teacher)
     student.cfg.sample_steps = k

@@ -59,6 +59,4 @@ def reference_logits(model_path, images_u8: np.ndarray, steps: int | None = None
     from lldif_edge.lldif.train import predict_logits
 
     model, _ = load_checkpoint(model_path)
-    if steps:
-        model.cfg.sample_steps = steps
-    return predict_logits(model, images_u8)
+    return predict_logits(model, images_u8, steps=steps)

@@ -199,9 +199,11 @@ def set_phase(model: LLDif, phase: str) -> list[nn.Parameter]:
 
 @torch.no_grad()
 def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_only_stage1: bool = False,
-                   tta: bool = False, epd_images_u8: np.ndarray | None = None) -> np.ndarray:
-    """Logits for uint8 (N,H,W,C) images. `image_only_stage1`: EPD from LA-CLIP's own label guess, made from
-    `epd_images_u8` (the same faces in normal light, for a model trained with --epd-from clean) or the images."""
+                   tta: bool = False, epd_images_u8: np.ndarray | None = None,
+                   steps: int | None = None) -> np.ndarray:
+    """Logits for uint8 (N,H,W,C) images, the EPD sampled in `steps` steps (None: the checkpoint's K).
+    `image_only_stage1`: EPD from LA-CLIP's own label guess, made from `epd_images_u8` (the same faces in normal
+    light, for a model trained with --epd-from clean) or the images."""
     out = []
     with eval_mode(model):  # then back to the caller's modes: a training run goes on training
         for i in range(0, len(images_u8), batch):
@@ -214,7 +216,7 @@ def predict_logits(model: LLDif, images_u8: np.ndarray, batch: int = 512, image_
                 if image_only_stage1 and model.cfg.prior:
                     logits = logits + model.llformer(v, model.teacher_epd(e, None)[0])
                 else:
-                    logits = logits + model(v)
+                    logits = logits + model(v, steps)
             out.append((logits / len(views)).float().numpy())
     return np.concatenate(out)
 
