@@ -75,7 +75,8 @@ def _better(a: dict, b: dict, min_gain: float) -> bool:
 
 
 def stage_feeds(pipe: Pipeline, faces: np.ndarray, batch: int = CALIB_BATCH) -> dict[str, list[dict]]:
-    """Run the FP32 pipeline on `faces` and record, per sub-graph, the input dict it received (per batch).
+    """Run the FP32 pipeline (on the CPU: numpy feeds) on `faces` and record, per sub-graph, the input dict it
+    received (per batch).
 
     Every batch has the same size (the last one is topped up with the first faces again): ORT's histogram
     calibrators stack the batches and fail on a short last one."""
@@ -83,11 +84,7 @@ def stage_feeds(pipe: Pipeline, faces: np.ndarray, batch: int = CALIB_BATCH) -> 
     faces = faces[np.arange(len(faces) + (-len(faces)) % batch) % len(faces)]
     feeds: dict[str, list[dict]] = {name: [] for name, _ in pipe.stages}
     for i in range(0, len(faces), batch):
-        tensors = {"image": pipe.preprocess(faces[i:i + batch]), **pipe.constants}
-        for name, stage in pipe.stages:
-            feed = {k: tensors[k] for k in stage.input_names}
-            feeds[name].append(feed)
-            tensors.update(stage.run(feed))
+        pipe.logits(pipe.preprocess(faces[i:i + batch]), feeds=feeds)
     return feeds
 
 
@@ -180,6 +177,10 @@ class Workbench:
         return OnnxRuntimeBackend(path, optimization="none" if self.reference_qdq else "all")
 
     def logits(self, config: dict, key: str) -> np.ndarray:
+        """Logits of `config` on the batch `key`. Its own loop, not a `Pipeline`: a trial takes each sub-graph
+        from a different file (FP32 or a variant under trial) with no package folder around them, and reuses the
+        outputs of the stages before the first one that changed (selection runs dozens of trials). The stages are
+        the runtime's ONNX Runtime backend, so the arithmetic is the one a Pipeline runs."""
         tensors = {"image": self._inputs[key], **self.constants}
         prefix: tuple = (key,)
         for g in self.graphs:

@@ -101,18 +101,22 @@ class Pipeline:
         if x.shape[0] == 0:
             raise LldifError("model input is an empty batch")
 
-    def logits(self, x: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
-        """Run the sub-graphs on a preprocessed batch; `timings` collects milliseconds per stage."""
+    def logits(self, x: np.ndarray, timings: dict[str, float] | None = None,
+               feeds: dict[str, list[dict]] | None = None) -> np.ndarray:
+        """Run the sub-graphs on a preprocessed batch; `timings` collects milliseconds per stage, `feeds` each
+        stage's input dict (appended to feeds[stage]: what INT8 calibration measures each sub-graph on)."""
         self.check_input(x)
         tensors = {"image": x, **{k: v for k, v in self.constants.items()}}
         last = len(self.stages) - 1
         for i, (name, stage) in enumerate(self.stages):
             t0 = time.perf_counter()
-            feeds = {k: tensors[k] for k in stage.input_names}
+            feed = {k: tensors[k] for k in stage.input_names}
+            if feeds is not None:
+                feeds.setdefault(name, []).append(feed)
             if stage.device_tensors:  # intermediate results stay on the device until the last stage
-                tensors.update(stage.run(feeds, keep_on_device=i < last))
+                tensors.update(stage.run(feed, keep_on_device=i < last))
             else:
-                tensors.update(stage.run(feeds))
+                tensors.update(stage.run(feed))
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
         return tensors["logits"]
