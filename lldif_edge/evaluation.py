@@ -91,7 +91,7 @@ def evaluate_checkpoint(model: Path | None, data: Path, steps: int | None = None
                                            darken_data, seed)
     logits = predict_logits(net, images, tta=tta, steps=steps)
     extra = {"sample_steps": (steps or cfg.sample_steps) if cfg.prior else None, "tta": tta,
-             "parameters": inference_parameters(net), "mmacs_per_face": round(count_macs(net) / 1e6, 1)}
+             "parameters": inference_parameters(net), "mmacs_per_face": round(count_macs(net, steps) / 1e6, 1)}
     return _report(ds, logits, cfg.classes, str(resolve_checkpoint(model)), data, darken_data, seed, dropped,
                    extra, None), cfg.classes
 

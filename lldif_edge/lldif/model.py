@@ -343,8 +343,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def count_macs(model: LLDif) -> int:
-    """Multiply-accumulates of one inference on one face (conv, linear and attention matmuls)."""
+def count_macs(model: LLDif, steps: int | None = None) -> int:
+    """Multiply-accumulates of one inference on one face (conv, linear and attention matmuls), the sampler taking
+    `steps` steps (None: the checkpoint's K)."""
     cfg = model.cfg
     total = 0
 
@@ -370,7 +371,7 @@ def count_macs(model: LLDif) -> int:
         elif isinstance(m, Attention):
             hooks.append(m.register_forward_hook(attn_hook))
     with eval_mode(model):
-        model(torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size))
+        model(torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size), steps)
     for h in hooks:
         h.remove()
     return total
