@@ -80,25 +80,9 @@ def train(
 ) -> None:
     """Train LLDif (stage 1, stage 2 or both) with a progress bar; keeps the best checkpoint."""
     check_output(out, "--out", folder=True)
-    import torch
-
     from lldif_edge.lldif.train import TrainConfig
     from lldif_edge.lldif.train import train as run_training
 
-    if stage not in ("1", "2", "all"):
-        raise LldifError(f"--stage must be 1, 2 or all, not '{stage}'")
-    if darken_warmup < 0:
-        raise LldifError(f"--darken-warmup must be >= 0 epochs, not {darken_warmup}")
-    if not 0 <= label_dropout <= 1:
-        raise LldifError(f"--label-dropout must be in [0, 1], not {label_dropout}")
-    if kl_weight < 0:
-        raise LldifError(f"--kl-weight must be >= 0, not {kl_weight}")
-    if not 0 <= dm_fraction < 1:
-        raise LldifError(f"--dm-fraction must be in [0, 1), not {dm_fraction}")
-    if epd_from not in ("view", "clean"):
-        raise LldifError(f"--epd-from must be view or clean, not '{epd_from}'")
-    if threads:
-        torch.set_num_threads(threads)
     tc = TrainConfig(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, darken_warmup=darken_warmup,
@@ -107,7 +91,7 @@ def train(
         init=str(init) if init else None, image_branch=str(image_branch) if image_branch else None,
         resume_moments=resume_moments,
     )
-    best = run_training(tc, _RichReporter())
+    best = run_training(tc, _RichReporter(), threads)
     console.print(f"best checkpoint: {best}")
 
 
@@ -192,35 +176,23 @@ def evaluate(
                          ("--coverage-plot", coverage_plot)):
         if path:
             check_output(path, option)
-    from lldif_edge.evaluation import evaluate_checkpoint, evaluate_package
-    from lldif_edge.metrics import write_confusion_png
+    from lldif_edge import evaluation
 
-    if package is not None or model is None and _torch_missing():
-        report, classes = evaluate_package(package, data, backend, device, exclude, darken_data, seed, compare, model)
-    else:
-        report, classes = evaluate_checkpoint(model, data, steps, tta, exclude, darken_data, seed)
-    source = report["model"]
+    report, classes = evaluation.evaluate(data, model, package, backend, device, compare, steps, tta, exclude,
+                                          darken_data, seed)
     if as_json:
         print(json.dumps(report), flush=True)
     else:
         _print_report(report)
         _print_confidence(report)
-    if confusion:  # after the report: a failed write never loses the accuracy
-        title = f"{Path(source).name} on {data.name}: acc {report['accuracy']:.4f}"
-        _late_write("--confusion", confusion,
-                    lambda: write_confusion_png(report["confusion"], classes, confusion, title))
-    if calibration_plot or coverage_plot:
-        from lldif_edge.metrics import write_reliability_png, write_risk_coverage_png
-
-        c, name = report["confidence"], f"{Path(source).name} on {data.name}{' (darkened)' if darken_data else ''}"
-        before = {"name": "softmax", "bins": c["reliability_before"], "ece": c["ece_before"]}
-        after = {"name": "calibrated", "bins": c["reliability_after"], "ece": c["ece_after"]}
-        if calibration_plot:
-            _late_write("--calibration-plot", calibration_plot, lambda: write_reliability_png(
-                before, after if c["calibrated"] else None, calibration_plot, name))
-        if coverage_plot:
-            _late_write("--coverage-plot", coverage_plot,
-                        lambda: write_risk_coverage_png(report["risk_coverage"], coverage_plot, name))
+    # after the report: a failed write never loses the accuracy
+    if confusion:
+        _late_write("--confusion", confusion, lambda: evaluation.write_confusion_plot(report, classes, confusion))
+    if calibration_plot:
+        _late_write("--calibration-plot", calibration_plot,
+                    lambda: evaluation.write_reliability_plot(report, calibration_plot))
+    if coverage_plot:
+        _late_write("--coverage-plot", coverage_plot, lambda: evaluation.write_coverage_plot(report, coverage_plot))
 
 
 def _print_confidence(report: dict) -> None:
@@ -237,32 +209,17 @@ def _print_confidence(report: dict) -> None:
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) -> None:
     """Which backends and devices are present here, why a backend is not, and the CPU features INT8 needs."""
-    import os
-    import platform
+    from lldif_edge.hardware import CPU_FEATURES, machine_facts
+    from lldif_edge.runtimes.registry import backend_report
 
-    from lldif_edge.hardware import CPU_FEATURES, cpu_features
-    from lldif_edge.runtimes.registry import backend_names, backend_status
-
-    rows = []
-    for name in backend_names():
-        cls, why = backend_status(name)
-        devices = []
-        if cls is not None:
-            try:
-                devices = cls.devices()
-            except Exception as e:  # a backend that imports but cannot enumerate devices
-                why = f"cannot list devices: {e}"
-        rows.append({"backend": name, "available": cls is not None and not why, "devices": devices, "why_not": why})
-    display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    facts = {"python": platform.python_version(), "machine": platform.machine(), "cpu_threads": os.cpu_count(),
-             "cpu": cpu_features(), "display": display, "torch_installed": not _torch_missing(), "backends": rows}
+    facts = {**machine_facts(), "backends": backend_report()}
     if as_json:
         print(json.dumps(facts))
         return
     table = Table(title="lldif-edge backends")
     for col in ("backend", "available", "devices", "why not"):
         table.add_column(col)
-    for r in rows:
+    for r in facts["backends"]:
         table.add_row(r["backend"], "yes" if r["available"] else "no", ", ".join(r["devices"]), escape(r["why_not"]))
     out = Console()
     out.print(table)
@@ -270,7 +227,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) ->
     found = ", ".join(cpu["features"]) or "none of " + ", ".join(CPU_FEATURES)
     out.print(f"CPU: {cpu['model']}; int8/bf16 features: {found}")
     out.print(f"python {facts['python']} on {facts['machine']}, {facts['cpu_threads']} CPU threads, "
-              f"display: {'yes' if display else 'no (run --show is off by default)'}, "
+              f"display: {'yes' if facts['display'] else 'no (run --show is off by default)'}, "
               f"torch: {'installed' if facts['torch_installed'] else 'not installed (runtime-only install)'}")
 
 
@@ -280,12 +237,6 @@ def _late_write(option: str, path: Path, write) -> None:
         write()
     except OSError as e:
         raise LldifError(f"{option} {path}: {e.strerror or e}") from e
-
-
-def _torch_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is None
 
 
 def _print_report(report: dict) -> None:

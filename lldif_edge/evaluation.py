@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lldif_edge.hardware import torch_installed
 from lldif_edge.metrics import (
     ECE_BINS,
     calibrated_probabilities,
@@ -51,6 +52,16 @@ def confidence_report(logits, labels, manifest: dict | None) -> dict:
             "reliability_after": reliability_bins(probs, labels)},
         "risk_coverage": risk_coverage(probs.max(-1), probs.argmax(-1) == np.asarray(labels)),
     }
+
+
+def evaluate(data: Path, model: Path | None = None, package: Path | None = None, backend: str = "onnxruntime",
+             device: str | None = None, compare: bool = False, steps: int | None = None, tta: bool = False,
+             exclude: Path | None = None, darken_data: bool = False, seed: int = 0) -> tuple[dict, list[str]]:
+    """`lldif-edge eval`: the report of `package`, or of the checkpoint `model`; with neither, the embedded
+    checkpoint, or the embedded package where torch is not installed."""
+    if package is not None or model is None and not torch_installed():
+        return evaluate_package(package, data, backend, device, exclude, darken_data, seed, compare, model)
+    return evaluate_checkpoint(model, data, steps, tta, exclude, darken_data, seed)
 
 
 def evaluate_package(package: Path | None, data: Path, backend: str = "onnxruntime", device: str | None = None,
@@ -102,3 +113,33 @@ def _report(ds, logits, classes, source: str, data: Path, darken_data: bool, see
     report.update(model=source, data=str(data), darkened=darken_data, seed=seed, duplicates_dropped=dropped, **extra)
     report.update(confidence_report(logits, ds.labels, manifest))
     return report
+
+
+# ---------------------------------------------------------------- the report's figures
+# The writers are imported when called, from metrics, so a replaced one (a test's failing disk) is the one used.
+def _subject(report: dict) -> str:
+    return f"{Path(report['model']).name} on {Path(report['data']).name}"
+
+
+def write_confusion_plot(report: dict, classes: list[str], path: Path) -> None:
+    from lldif_edge.metrics import write_confusion_png
+
+    write_confusion_png(report["confusion"], classes, path, f"{_subject(report)}: acc {report['accuracy']:.4f}")
+
+
+def write_reliability_plot(report: dict, path: Path) -> None:
+    """The reliability diagram of the plain softmax and, when the package has one, of its calibration."""
+    from lldif_edge.metrics import write_reliability_png
+
+    c = report["confidence"]
+    before = {"name": "softmax", "bins": c["reliability_before"], "ece": c["ece_before"]}
+    after = {"name": "calibrated", "bins": c["reliability_after"], "ece": c["ece_after"]}
+    write_reliability_png(before, after if c["calibrated"] else None, path,
+                          _subject(report) + (" (darkened)" if report["darkened"] else ""))
+
+
+def write_coverage_plot(report: dict, path: Path) -> None:
+    from lldif_edge.metrics import write_risk_coverage_png
+
+    write_risk_coverage_png(report["risk_coverage"], path,
+                            _subject(report) + (" (darkened)" if report["darkened"] else ""))

@@ -1,11 +1,14 @@
 """Facts about the machine that decide which kernels pay: the CPU model and its instruction-set features.
 
 Core, no dependencies: the runtime path (which variant file a backend runs), training (whether bf16 is native),
-INT8 export (whether to add AMX variants), `info` and `bench` all read them here.
+INT8 export (whether to add AMX variants), `info` and `bench` all read them here; `machine_facts` adds what
+`info` says besides (Python, a display, whether torch is installed).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import platform
 from pathlib import Path
 
@@ -31,6 +34,17 @@ def cpu_features() -> dict:
         pass
     return {"model": model or platform.processor() or platform.machine(),
             "features": [f for f in CPU_FEATURES if f in flags]}
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def machine_facts() -> dict:
+    """What `lldif-edge info` says about this machine: Python, CPU and its features, a display, torch."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu_threads": os.cpu_count(),
+            "cpu": cpu_features(), "display": bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+            "torch_installed": torch_installed()}
 
 
 def has_cpu_feature(*names: str) -> bool:

@@ -89,6 +89,21 @@ class TrainConfig:
     # repeat the uninterrupted one exactly.
     resume_moments: str = "bf16"
 
+    def check(self) -> None:
+        """A bad setting is an error naming its `lldif-edge train` option, before anything is written."""
+        if self.stage not in ("1", "2", "all"):
+            raise LldifError(f"--stage must be 1, 2 or all, not '{self.stage}'")
+        if self.darken_warmup < 0:
+            raise LldifError(f"--darken-warmup must be >= 0 epochs, not {self.darken_warmup}")
+        if not 0 <= self.label_dropout <= 1:
+            raise LldifError(f"--label-dropout must be in [0, 1], not {self.label_dropout}")
+        if self.kl_weight < 0:
+            raise LldifError(f"--kl-weight must be >= 0, not {self.kl_weight}")
+        if not 0 <= self.dm_fraction < 1:
+            raise LldifError(f"--dm-fraction must be in [0, 1), not {self.dm_fraction}")
+        if self.epd_from not in ("view", "clean"):
+            raise LldifError(f"--epd-from must be view or clean, not '{self.epd_from}'")
+
 
 class Reporter:
     """Progress callbacks; the CLI renders them with rich. Library code stays quiet."""
@@ -276,8 +291,11 @@ def _val_sets(tc: TrainConfig, classes: list[str], size: int, channels: int, tra
             "duplicates_dropped": dups}
 
 
-def train(tc: TrainConfig, reporter: Reporter | None = None) -> Path:
-    """Run the plan; returns the path of the best checkpoint."""
+def train(tc: TrainConfig, reporter: Reporter | None = None, threads: int | None = None) -> Path:
+    """Run the plan; returns the path of the best checkpoint. `threads`: torch CPU threads of this process."""
+    tc.check()
+    if threads:
+        torch.set_num_threads(threads)
     reporter = reporter or Reporter()
     rank, world = _dist_info()
     out = Path(tc.out)

@@ -36,6 +36,21 @@ def backend_status(name: str) -> tuple[type[Backend] | None, str]:
         return None, str(e)
 
 
+def backend_report() -> list[dict]:
+    """Every backend: whether it is usable here, its devices, and why not (`lldif-edge info`)."""
+    rows = []
+    for name in backend_names():
+        cls, why = backend_status(name)
+        devices = []
+        if cls is not None:
+            try:
+                devices = cls.devices()
+            except Exception as e:  # a backend that imports but cannot enumerate devices
+                why = f"cannot list devices: {e}"
+        rows.append({"backend": name, "available": cls is not None and not why, "devices": devices, "why_not": why})
+    return rows
+
+
 def get_backend(name: str) -> type[Backend]:
     targets = _targets()
     if name not in targets:
