@@ -68,7 +68,8 @@ def evaluate_package(package: Path | None, data: Path, backend: str = "onnxrunti
                      exclude: Path | None = None, darken_data: bool = False, seed: int = 0, compare: bool = False,
                      model: Path | None = None) -> tuple[dict, list[str]]:
     """The report of a package (None: the embedded default) and its classes. `compare`: top-1 agreement and the
-    largest logit difference with the torch checkpoint (`model`, default: the one the package names)."""
+    largest logit difference with the torch checkpoint (`model`, default: the one the package names) run with the
+    package's sampler steps."""
     from lldif_edge.runtimes import load_pipeline
 
     pipe = load_pipeline(package, backend=backend, device=device)
@@ -81,7 +82,8 @@ def evaluate_package(package: Path | None, data: Path, backend: str = "onnxrunti
         from lldif_edge.lldif.reference import reference_logits
         from lldif_edge.package import checkpoint_path
 
-        diff = compare_logits(reference_logits(model or checkpoint_path(manifest), images), logits)
+        steps = (manifest.get("sampler") or {}).get("steps")  # the package's K, which --steps may have set at export
+        diff = compare_logits(reference_logits(model or checkpoint_path(manifest), images, steps=steps), logits)
         extra["agreement_with_torch"] = diff["top1_agreement"]
         extra["max_abs_logit_diff_vs_torch"] = diff["max_abs_logit_diff"]
     return _report(ds, logits, pipe.classes, str(pipe.root), data, darken_data, seed, dropped, extra,

@@ -191,7 +191,7 @@ def test_the_fp16_target_is_one_row_and_agrees_with_fp32_on_onnxruntime_and_open
             np.testing.assert_allclose(got, ref, atol=2e-2)
 
 
-def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_path):
+def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_path, faces_val, monkeypatch):
     from lldif_edge.lldif.torch_backend import _load
     from lldif_edge.package import Package
 
@@ -206,6 +206,14 @@ def test_the_step_count_is_an_argument_never_a_changed_config(tiny_ckpt, tmp_pat
     pipe = load_pipeline(tmp_path / "k")
     np.testing.assert_allclose(reference_logits(tiny_ckpt, faces[..., None], steps=k),
                                pipe.logits(pipe.preprocess(faces)), atol=1e-4)
+    import lldif_edge.lldif.reference as reference  # eval --package --compare runs torch at the package's K
+    from lldif_edge.evaluation import evaluate_package
+
+    asked = []
+    monkeypatch.setattr(reference, "reference_logits",
+                        lambda *a, steps=None: asked.append(steps) or reference_logits(*a, steps=steps))
+    report, _ = evaluate_package(tmp_path / "k", faces_val, compare=True)
+    assert asked == [k] and report["max_abs_logit_diff_vs_torch"] < 1e-3
     cached = _load(str(Package.read(tmp_path / "k").checkpoint))  # the torch backend's model, shared
     assert cached.cfg.sample_steps == preset_config("tiny").sample_steps
 
