@@ -6,7 +6,8 @@
 #   3. ablation: 1 continued for the same epochs under the same schedule, without the prior (the fair ablation)
 # Steps 2 and 3 run side by side, one thread each. CPU only; resumable: re-run with RESUME=--resume, and a
 # resumed run goes on from OUT/<run>/resume.safetensors (bf16 optimiser moments, about 10 MB).
-# ONLY="lldif ablation" runs a subset (step 1 must be done for 2 and 3); SEED=1 OUT=runs/seed1 another seed.
+# ONLY="lldif ablation" runs a subset (step 1 must be done for 2 and 3); SEED=1 OUT=runs/seed1 another seed;
+# CNN=runs/v2/cnn/best.safetensors starts steps 2 and 3 from an existing step 1 (another seed of 2 and 3 only).
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 OUT=${OUT:-runs/v2}
@@ -28,7 +29,8 @@ train_run() {  # train_run RUN THREADS FLAGS...: one run, its log appended (a re
 case " $ONLY " in *" cnn "*)
     train_run cnn 2 --preset rescnn --no-prior --epochs "$CNN_EPOCHS" --stage2-epochs 0 --lr 5e-4 --darken-warmup 2 ;;
 esac
-continued=(--image-branch "$OUT/cnn/best.safetensors" --epochs "$E1" --stage2-epochs "$E2" --lr "$LR2")
+CNN=${CNN:-$OUT/cnn/best.safetensors}
+continued=(--image-branch "$CNN" --epochs "$E1" --stage2-epochs "$E2" --lr "$LR2")
 case " $ONLY " in *" lldif "*)
     train_run lldif 1 "${continued[@]}" --kl-weight 0.1 --dm-fraction 0 & ;;
 esac
