@@ -82,8 +82,8 @@ def evaluate_package(package: Path | None, data: Path, backend: str = "onnxrunti
         from lldif_edge.lldif.reference import reference_logits
         from lldif_edge.package import checkpoint_path
 
-        steps = (manifest.get("sampler") or {}).get("steps")  # the package's K, which --steps may have set at export
-        diff = compare_logits(reference_logits(model or checkpoint_path(manifest), images, steps=steps), logits)
+        diff = compare_logits(reference_logits(model or checkpoint_path(manifest), images,
+                                               steps=pipe.package.sample_steps), logits)
         extra["agreement_with_torch"] = diff["top1_agreement"]
         extra["max_abs_logit_diff_vs_torch"] = diff["max_abs_logit_diff"]
     return _report(ds, logits, pipe.classes, str(pipe.root), data, darken_data, seed, dropped, extra,

@@ -249,6 +249,11 @@ class Package:
         d = {k: v for k, v in d.items() if v is not None or k in ("pipeline_fused", "calibration")}
         return _ordered({**d, **self.extra}, self.order)
 
+    @property
+    def sample_steps(self) -> int | None:
+        """The sampler step count K the package was exported with (None without a prior)."""
+        return (self.sampler or {}).get("steps")
+
     @classmethod
     def read(cls, package: str | Path | None = None, verify: bool = True) -> Package:
         return _read(package, verify)[0]

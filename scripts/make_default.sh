@@ -55,6 +55,6 @@ lldif-edge eval --package "$W/default_int8" --data "$OUT/val_dark" --json > "$OU
 # 4. speed, 1 thread, batch 1: the new packages beside the previous default's INT8 package (PREV_INT8, optional)
 prev=()
 [ -z "${PREV_INT8:-}" ] || prev=(--package "$PREV_INT8")
-lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" "${prev[@]}" --backend all --runs 1000 --rounds 10 \
-  --chart "$DOCS/bench_default.png" --json > "$OUT/bench.json"
+lldif-edge bench --package "$W/default_fp32" --package "$W/default_int8" "${prev[@]}" --backend all --runs 1000 \
+  --rounds 10 --chart "$DOCS/bench_default.png" --json > "$OUT/bench.json"
 lldif-edge bench --package "$W/default_int8" --profile --no-reference > "$OUT/bench_profile.txt"

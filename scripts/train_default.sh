@@ -11,6 +11,7 @@
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 OUT=${OUT:-runs/v2}
+CNN=${CNN:-$OUT/cnn/best.safetensors}  # step 1's checkpoint that steps 2 and 3 start from
 CNN_EPOCHS=${CNN_EPOCHS:-40}  # step 1, one one-cycle
 E1=${E1:-8}                   # steps 2 and 3: LLDif stage-1 epochs (the ablation trains E1 + E2 in one phase)
 E2=${E2:-8}                   # LLDif joint epochs
@@ -29,7 +30,6 @@ train_run() {  # train_run RUN THREADS FLAGS...: one run, its log appended (a re
 case " $ONLY " in *" cnn "*)
     train_run cnn 2 --preset rescnn --no-prior --epochs "$CNN_EPOCHS" --stage2-epochs 0 --lr 5e-4 --darken-warmup 2 ;;
 esac
-CNN=${CNN:-$OUT/cnn/best.safetensors}
 continued=(--image-branch "$CNN" --epochs "$E1" --stage2-epochs "$E2" --lr "$LR2")
 case " $ONLY " in *" lldif "*)
     train_run lldif 1 "${continued[@]}" --kl-weight 0.1 --dm-fraction 0 & ;;

@@ -49,7 +49,7 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(threads)
         model = _load(str(package.checkpoint))  # cached and shared: never changed here
-        k = steps or (package.sampler or {}).get("steps")
+        k = steps or package.sample_steps
         graph = graph or model_path.stem
         specs = graph_specs(model, k)
         if graph == "fused":
