@@ -11,15 +11,16 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
-from lldif_edge.errors import BackendError, LldifError, PackageError
-from lldif_edge.export.onnx_export import export_package
-from lldif_edge.lldif.checkpoint import save_checkpoint
-from lldif_edge.lldif.config import preset_config
-from lldif_edge.lldif.model import build_model
-from lldif_edge.runtimes import load_pipeline
-from lldif_edge.synthetic import synthetic_faces
+torch = pytest.importorskip("torch")  # export needs torch: a runtime-only install skips this module
+
+from lldif_edge.errors import BackendError, LldifError, PackageError  # noqa: E402
+from lldif_edge.export.onnx_export import export_package  # noqa: E402
+from lldif_edge.lldif.checkpoint import save_checkpoint  # noqa: E402
+from lldif_edge.lldif.config import preset_config  # noqa: E402
+from lldif_edge.lldif.model import build_model  # noqa: E402
+from lldif_edge.runtimes import load_pipeline  # noqa: E402
+from lldif_edge.synthetic import synthetic_faces  # noqa: E402
 
 
 @pytest.fixture(scope="module")
