@@ -267,14 +267,23 @@ def distill(
     seed: int = typer.Option(0),
     val_seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),
+    cond_channels: str | None = typer.Option(None, help="A new, narrower condition encoder for the student, "
+                                             "its stage widths as in 8,16,32 (default: the teacher's encoder)"),
 ) -> None:
     """Distil the sampler to K steps: the student reproduces the teacher's S-step EPD and class scores."""
     check_output(out, "--out", make_parents=True)
+    widths = None
+    if cond_channels is not None:
+        try:
+            widths = tuple(int(w) for w in cond_channels.split(","))
+        except ValueError:
+            raise LldifError(f"--cond-channels {cond_channels!r}: expected widths separated by commas, "
+                             "as in 8,16,32") from None
     from lldif_edge.lldif.distill import distill as run_distill
 
     m = run_distill(model, steps, teacher_steps, data, out, epochs, batch_size, lr, val_dir=val,
                     val_seed=val_seed, darken_p=darken_p, seed=seed, threads=threads,
-                    reporter=_RichReporter())
+                    reporter=_RichReporter(), cond_channels=widths)
     where = "low-light validation images" if m["check_set"] == "val" else "darkened training images"
     table = Table(title=f"{m['check_images']} {where}; best epoch {m['best_epoch']}; threads {m['threads']}")
     for col in ("sampler", "accuracy", "agreement", "EPD L1", "ms/face"):

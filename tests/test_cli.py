@@ -126,6 +126,20 @@ def test_train_rejects_bad_settings_by_name(monkeypatch, capsys, tmp_path, optio
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["8,a", "8,0"])
+def test_distill_rejects_bad_cond_channels_by_name(monkeypatch, capsys, tmp_path, value):
+    pytest.importorskip("torch")
+    from lldif_edge.lldif.checkpoint import save_checkpoint
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+
+    model = save_checkpoint(build_model(preset_config("tiny")), tmp_path / "m")
+    code, err = _main(monkeypatch, capsys, "distill", "--model", str(model), "--steps", "1", "--data", str(tmp_path),
+                      "--out", str(tmp_path / "student"), "--cond-channels", value)
+    assert code == 2 and "--cond-channels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "student.safetensors").exists()
+
+
 def test_help_lists_the_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0

@@ -119,6 +119,37 @@ def test_distilled_student_tracks_teacher(teacher, k):
     assert all({"train_loss", "train_acc", "epd_l1", "val_lowlight_acc"} <= set(r) for r in ends)
 
 
+def test_distill_narrower_condition_encoder(teacher):
+    """--cond-channels: the student gets a new, narrower condition encoder, trained from scratch to give the
+    teacher's EPD; its checkpoint records the widths and loads as that smaller model."""
+    root, best = teacher
+    teacher_model, _ = load_checkpoint(best)
+    out = root / "student_narrow"
+    metrics = distill(best, 1, None, root / "train", out, epochs=4, batch_size=16, lr=3e-3, val_dir=root / "val",
+                      threads=1, timing_faces=2, cond_channels=(4, 8))
+    student, meta = load_checkpoint(out)
+    assert student.cfg.cond_channels == (4, 8) and meta["config"]["cond_channels"] == [4, 8]
+    assert student.cfg.encoder_channels == teacher_model.cfg.encoder_channels  # LA-CLIP's encoder is unchanged
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n_params(student.cond_encoder) < n_params(teacher_model.cond_encoder) / 2
+    assert meta["distillation"]["cond_channels"] == [4, 8]
+    # The new encoder learnt: its EPDs sit far closer to the teacher's than a randomly initialised one's
+    # (measured 0.044 against 0.124, agreement 0.96, 1 thread).
+    val = load_folder(root / "val", student.cfg.classes, 48, 1)
+    images = darken_many(val.images, 0)
+    t_epd, t_pred = epd_and_pred(teacher_model, images, teacher_model.cfg.sample_steps)
+    s_epd, s_pred = epd_and_pred(student, images, 1)
+    torch.manual_seed(0)
+    fresh = build_model(student.cfg)
+    fresh.load_state_dict({k: v for k, v in student.state_dict().items() if not k.startswith("cond_encoder.")},
+                          strict=False)
+    f_epd, _ = epd_and_pred(fresh.eval(), images, 1)
+    err, fresh_err = float((s_epd - t_epd).abs().mean()), float((f_epd - t_epd).abs().mean())
+    assert err < 0.5 * fresh_err, (err, fresh_err)
+    assert err == pytest.approx(metrics["epd_l1"], rel=1e-3, abs=1e-6)
+    assert float((s_pred == t_pred).float().mean()) >= MIN_AGREEMENT
+
+
 def test_distill_without_val_uses_training_images(teacher):
     root, best = teacher
     metrics = distill(best, 1, 4, root / "train", root / "noval", epochs=1, batch_size=64, lr=1e-3, threads=1,
@@ -137,3 +168,5 @@ def test_distill_refuses_bad_requests(tmp_path):
     prior = save_checkpoint(build_model(preset_config("tiny")), tmp_path / "prior")
     with pytest.raises(LldifError, match=">= 1"):
         distill(prior, 0, None, tmp_path, tmp_path / "out", epochs=1, batch_size=8, lr=1e-3)
+    with pytest.raises(LldifError, match="--cond-channels"):
+        distill(prior, 1, None, tmp_path, tmp_path / "out", epochs=1, batch_size=8, lr=1e-3, cond_channels=(8, 0))

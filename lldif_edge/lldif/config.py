@@ -35,6 +35,9 @@ class ModelConfig:
     clip_dim: int = 64
     epd_dim: int = 64
     encoder_channels: tuple[int, ...] = (16, 32, 64)
+    # The condition encoder's stage widths; None: encoder_channels, as LA-CLIP's. It runs at inference, so
+    # `lldif-edge distill --cond-channels` can make it smaller than the LA-CLIP encoder it was trained from.
+    cond_channels: tuple[int, ...] | None = None
     cond_dim: int = 64
     denoiser_hidden: int = 128
     # Diffusion: linear beta schedule over T training steps; the reference sampler takes S DDIM steps.

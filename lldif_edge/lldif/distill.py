@@ -5,6 +5,10 @@ from the same fixed start noise and is trained to land where the teacher's S-ste
 EPD) and to give the same class distribution through the shared, frozen LLformer (KL). Only the condition
 encoder and the denoiser learn: the LLformer must stay the one the teacher's EPD was made for, and K ends
 up in the exported graph, so the runtime never runs a sampler loop of unknown length.
+
+With cond_channels the student's condition encoder is a new, narrower one, trained from scratch against the
+teacher's EPD: it runs on every face, so its width is inference cost that the LA-CLIP encoder it was warm-started
+from does not need.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from lldif_edge.data import drop_duplicates, load_folder
 from lldif_edge.errors import LldifError
 from lldif_edge.lldif.augment import augment, to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from lldif_edge.lldif.model import LLDif, count_macs, inference_parameters
+from lldif_edge.lldif.model import ConvEncoder, LLDif, count_macs, inference_parameters
 from lldif_edge.lldif.train import Reporter
 from lldif_edge.lowlight import darken_many
 
@@ -97,6 +101,7 @@ def distill(
     reporter: Reporter | None = None,
     kl_weight: float = 1.0,
     timing_faces: int = 50,
+    cond_channels: tuple[int, ...] | None = None,
 ) -> dict:
     """Distil the teacher's S-step sampler (None: the teacher's own sample_steps) into a K-step student.
 
@@ -113,18 +118,20 @@ def distill(
         raise LldifError(f"sampler steps must be >= 1 (student K={steps_k}, teacher S={s})")
     if epochs < 1 or batch_size < 1:
         raise LldifError("--epochs and --batch-size must be >= 1")
+    if cond_channels is not None and (not cond_channels or min(cond_channels) < 1):
+        raise LldifError(f"--cond-channels must be positive widths, one per stage (got {cond_channels})")
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return _distill(teacher, teacher_path, teacher_meta, steps_k, s, data_dir, out_ckpt, epochs, batch_size, lr,
-                        val_dir, val_seed, darken_p, seed, reporter, kl_weight, timing_faces)
+                        val_dir, val_seed, darken_p, seed, reporter, kl_weight, timing_faces, cond_channels)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epochs, batch_size, lr, val_dir, val_seed,
-             darken_p, seed, reporter, kl_weight, timing_faces) -> dict:
+             darken_p, seed, reporter, kl_weight, timing_faces, cond_channels) -> dict:
     cfg = teacher.cfg
     teacher.eval().requires_grad_(False)
     # Deep copy: the teacher's cfg keeps its own sample_steps; the student's records its K, which its checkpoint
@@ -132,6 +139,12 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
     # fine-tune of the sampler with BatchNorm fixed at the teacher's statistics, as the exported graphs use them.
     student = copy.deepcopy(teacher)
     student.cfg.sample_steps = k
+    # A new condition encoder learns from scratch, so its BatchNorm learns its statistics (train mode);
+    # the teacher's own encoder keeps the teacher's (see _trainable).
+    new_encoder = cond_channels is not None and tuple(cond_channels) != (cfg.cond_channels or cfg.encoder_channels)
+    if new_encoder:
+        student.cfg.cond_channels = tuple(cond_channels)
+        student.cond_encoder = ConvEncoder(cfg.in_chans, student.cfg.cond_channels, cfg.cond_dim, cfg.equalize)
     params = _trainable(student)
 
     channels = 1 if cfg.grayscale else 3
@@ -155,8 +168,10 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
         m = _compare(*_epd_and_logits(student, check_images, k), t_epd, t_logits, check_labels)
         return (m["agreement"], -m["epd_l1"]), m
 
-    # Epoch 0 is the un-distilled K-step chain: the baseline, and a candidate, so the result is never worse.
-    best_key, undistilled = score()
+    # The baseline is the teacher's own chain cut to K steps. Epoch 0 (the student before training) is a
+    # candidate, so with the teacher's encoder the result is never worse than that baseline.
+    undistilled = _compare(*_epd_and_logits(teacher, check_images, k), t_epd, t_logits, check_labels)
+    best_key, _ = score()
     best_state, best_epoch, history = copy.deepcopy(student.state_dict()), 0, []
 
     batch = min(batch_size, len(train_x))  # a folder smaller than one batch still trains
@@ -166,6 +181,7 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     for epoch in range(1, epochs + 1):
         reporter.start_epoch("distill", epoch, epochs, steps_per_epoch)
+        student.cond_encoder.train(new_encoder)
         perm = torch.randperm(len(train_x), generator=gen)
         t0, seen, correct, agree, loss_sum, l1_sum = time.time(), 0, 0, 0, 0.0, 0.0
         for i in range(steps_per_epoch):
@@ -229,7 +245,7 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
         "teacher": str(teacher_path),
         # How the teacher was trained, so a shipped student names its whole recipe, not only this last step.
         "teacher_command": teacher_meta.get("command"), "teacher_train_config": teacher_meta.get("train_config"),
-        "steps_k": k, "teacher_steps_s": s, "epochs": epochs,
+        "steps_k": k, "teacher_steps_s": s, "epochs": epochs, "cond_channels": student.cfg.cond_channels,
         "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "darken_p": darken_p, "seed": seed,
         "data": str(data_dir), "val": str(val_dir) if val_dir else None, "val_seed": val_seed,
         "val_duplicates_dropped": dups, "command": list(sys.argv), "metrics": metrics, "history": history,
