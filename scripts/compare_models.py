@@ -7,8 +7,8 @@ models is paired: both see the same faces under the same darkening, and the inte
 bootstrap draws; a face carries all four of its low-light draws with it), so it says how much of a gap the choice
 of val faces alone could make. It does not cover training-seed noise: a second seed does that.
 
-    python scripts/compare_models.py --model lldif=runs/v2/lldif --model ablation=runs/v2/ablation \
-        --model cnn=runs/v2/cnn [--data ../shared/data/fer2013] [--threads 2] [--json build/compare.json]
+    python scripts/compare_models.py --model lldif=runs/v3/lldif --model ablation=runs/v3/ablation \
+        --model cnn=runs/v3/cnn [--data ../shared/data/fer2013] [--threads 2] [--json build/compare.json]
 """
 
 from __future__ import annotations
