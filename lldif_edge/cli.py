@@ -330,6 +330,9 @@ def export(
         "sub-graphs (denoiser), node groups (Elementwise, Standardize, LayerNormalization, Softmax, Gelu, "
         "ResidualAdd, MatMul, ShallowConv, VectorGemm, ActMatMul; or llformer:Softmax) or node names; '' "
         "quantizes everything (the cpu target's float speed groups included)"),
+    int8_keep_float: str | None = typer.Option(
+        None, "--int8-keep-float", help="--int8: comma list, in --int8-exclude's form, kept in float on top of "
+        "what the export measures (or --int8-exclude lists)"),
     int8_reduce_range: bool | None = typer.Option(
         None, "--int8-reduce-range/--int8-full-range", help="--int8: 7-bit weights (default for the cpu target: "
                                                             "no int16 saturation on x86 without VNNI)"),
@@ -360,7 +363,7 @@ def export(
                     confidence_data=confidence_data, confidence_exclude=confidence_exclude)
     if not TARGETS[name].int8:
         given = [name for name, v in (("--calib", calib), ("--calib-camera", calib_camera), ("--eval", eval_dir),
-                                      ("--int8-exclude", int8_exclude),
+                                      ("--int8-exclude", int8_exclude), ("--int8-keep-float", int8_keep_float),
                                       ("--int8-reduce-range/--int8-full-range", int8_reduce_range)) if v is not None]
         if given or darken_calib:
             raise LldifError(f"{', '.join(given + (['--darken'] if darken_calib else []))} only apply with --int8")
@@ -368,8 +371,9 @@ def export(
         if fused:
             console.print("[yellow]--fused is ignored with --int8: the INT8 package runs its sub-graphs")
         exclude = None if int8_exclude is None else [e for e in int8_exclude.split(",") if e.strip()]
+        keep_float = [e for e in (int8_keep_float or "").split(",") if e.strip()]
         settings = Int8Settings(calib=calib, calib_camera=calib_camera, calib_count=calib_count, method=calib_method,
-                                darken=darken_calib, eval_dir=eval_dir, exclude=exclude,
+                                darken=darken_calib, eval_dir=eval_dir, exclude=exclude, keep_float=keep_float,
                                 reduce_range=int8_reduce_range, keep_faster=int8_keep_faster)
         report = export_target(name, model, out, common, settings)
         _print_int8(report)

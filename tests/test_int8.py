@@ -134,6 +134,18 @@ def test_int8_from_a_video_with_an_override_list(tiny_ckpt, eval_dir, tmp_path):
     _check_package(out, report, eval_dir)
 
 
+def test_int8_keep_float_adds_to_the_measured_choice(tiny_ckpt, eval_dir, tmp_path):
+    """keep_float: a group kept in float on top of what the export measures, which still runs."""
+    out = tmp_path / "pkg"
+    report = export_int8(tiny_ckpt, out, calib=eval_dir, keep_float=["llformer:Softmax"], **FAST)
+    mp = report["mixed_precision"]
+    assert "kept_float_alone" in mp and mp["forced_float"] == ["llformer:Softmax"]
+    assert report["calibration"]["kept_float"][-1] == "llformer:Softmax"
+    _, manifest = load_manifest(out)
+    excluded = manifest["graphs"]["llformer"]["excluded_nodes"]
+    assert any("Softmax" in n for n in excluded)
+
+
 def test_int8_data_free_for_tensorrt(tiny_ckpt, eval_dir, tmp_path):
     import onnx
 

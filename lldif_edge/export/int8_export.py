@@ -61,13 +61,16 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
                 opset: int = 17, verify_data: str | Path | None = None, reduce_range: bool | None = None,
                 datafree_steps: int = 50, latency_runs: int = 200, min_agreement: float = MIN_AGREEMENT,
                 min_gain: float = MIN_GAIN, keep_faster_subgraphs: bool = False, seed: int = 0,
-                confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None) -> dict:
+                confidence_data: str | Path | None = None, confidence_exclude: str | Path | None = None,
+                keep_float: list[str] | None = None) -> dict:
     """Write a verified INT8 package into `out`; returns the report (also in its manifest, 'int8_report').
 
     `calib`: a folder (face crops or photos) or a video file; `calib_camera`: a camera index; neither:
     data-free. `exclude`: None measures what to keep in float; a list (possibly empty) decides it instead
-    (see `parse_exclude`). `keep_faster_subgraphs`: also keep in FP32 the sub-graphs whose INT8 version is
-    slower on the exporting machine (on an AVX2 CPU: the unrolled denoiser). `confidence_data`,
+    (see `parse_exclude`). `keep_float`: entries in the same form kept in float on top of that, so a layer that a
+    model is known to need in float is kept without restating the rest. `keep_faster_subgraphs`: also keep in
+    FP32 the sub-graphs whose INT8 version is slower on the exporting machine (on an AVX2 CPU: the unrolled
+    denoiser). `confidence_data`,
     `confidence_exclude`: held-out labelled faces to fit the INT8 package's confidence calibration on
     (`export_package`). Nothing is written to `out` unless every step succeeds.
     """
@@ -128,8 +131,12 @@ def export_int8(model_path: str | Path | None, out: str | Path, calib: str | Pat
             config, done = parse_exclude(bench, base, exclude)
             selection = {"selection_faces": sel_desc, "override": done,
                          "result": compare_logits(ref, bench.logits(config, "select"))}
+        forced = []
+        if keep_float:
+            config, forced = parse_exclude(bench, config, keep_float)
+            selection.update(forced_float=forced, result=compare_logits(ref, bench.logits(config, "select")))
 
-        kept = speed_kept + list(selection.get("kept_float", selection.get("override")))
+        kept = speed_kept + list(selection.get("kept_float", selection.get("override"))) + forced
         if keep_faster_subgraphs and target != "cpu":
             log.warning("keep-faster ignored: INT8 speed on this CPU says nothing about target %s", target)
         elif keep_faster_subgraphs:

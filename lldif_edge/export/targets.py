@@ -40,6 +40,7 @@ class Int8Settings:
     darken: bool = False
     eval_dir: str | Path | None = None
     exclude: list[str] | None = None
+    keep_float: list[str] | None = None  # kept in float on top of `exclude` or the measured choice
     reduce_range: bool | None = None
     keep_faster: bool = False
     extra: dict = field(default_factory=dict)  # further export_int8 arguments (tests: fewer runs)
@@ -76,7 +77,8 @@ def _int8(quant_target: str):
         s = s or Int8Settings()
         return export_int8(model, out, calib=s.calib, calib_camera=s.calib_camera, calib_count=s.calib_count,
                            method=s.method, darken=s.darken, target=quant_target, eval_dir=s.eval_dir,
-                           force=common.force, exclude=s.exclude, steps=common.steps, opset=common.opset,
+                           force=common.force, exclude=s.exclude, keep_float=s.keep_float, steps=common.steps,
+                           opset=common.opset,
                            verify_data=common.verify_data, keep_faster_subgraphs=s.keep_faster,
                            reduce_range=s.reduce_range, confidence_data=common.confidence_data,
                            confidence_exclude=common.confidence_exclude, **s.extra)

@@ -47,6 +47,10 @@ class ModelConfig:
     sample_steps: int = 20
     noise_seed: int = 0
 
+    @property
+    def cond_widths(self) -> tuple[int, ...]:
+        return self.cond_channels or self.encoder_channels
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -27,7 +27,7 @@ from lldif_edge.data import drop_duplicates, load_folder
 from lldif_edge.errors import LldifError
 from lldif_edge.lldif.augment import augment, to_model_input
 from lldif_edge.lldif.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from lldif_edge.lldif.model import ConvEncoder, LLDif, count_macs, inference_parameters
+from lldif_edge.lldif.model import LLDif, condition_encoder, count_macs, inference_parameters
 from lldif_edge.lldif.train import Reporter
 from lldif_edge.lowlight import darken_many
 
@@ -141,10 +141,10 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
     student.cfg.sample_steps = k
     # A new condition encoder learns from scratch, so its BatchNorm learns its statistics (train mode);
     # the teacher's own encoder keeps the teacher's (see _trainable).
-    new_encoder = cond_channels is not None and tuple(cond_channels) != (cfg.cond_channels or cfg.encoder_channels)
+    new_encoder = cond_channels is not None and tuple(cond_channels) != cfg.cond_widths
     if new_encoder:
         student.cfg.cond_channels = tuple(cond_channels)
-        student.cond_encoder = ConvEncoder(cfg.in_chans, student.cfg.cond_channels, cfg.cond_dim, cfg.equalize)
+        student.cond_encoder = condition_encoder(student.cfg)
     params = _trainable(student)
 
     channels = 1 if cfg.grayscale else 3
@@ -164,14 +164,15 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
     check_images, check_labels = darken_many(check.images, val_seed), check.labels
     t_epd, t_logits = _epd_and_logits(teacher, check_images, s)  # the teacher's answers never change
 
-    def score() -> tuple[tuple, dict]:
-        m = _compare(*_epd_and_logits(student, check_images, k), t_epd, t_logits, check_labels)
+    def score(model: LLDif = student) -> tuple[tuple, dict]:
+        m = _compare(*_epd_and_logits(model, check_images, k), t_epd, t_logits, check_labels)
         return (m["agreement"], -m["epd_l1"]), m
 
     # The baseline is the teacher's own chain cut to K steps. Epoch 0 (the student before training) is a
-    # candidate, so with the teacher's encoder the result is never worse than that baseline.
-    undistilled = _compare(*_epd_and_logits(teacher, check_images, k), t_epd, t_logits, check_labels)
-    best_key, _ = score()
+    # candidate, so with the teacher's encoder (then the student is the baseline) the result is never worse.
+    best_key, undistilled = score(teacher)
+    if new_encoder:
+        best_key, _ = score()
     best_state, best_epoch, history = copy.deepcopy(student.state_dict()), 0, []
 
     batch = min(batch_size, len(train_x))  # a folder smaller than one batch still trains

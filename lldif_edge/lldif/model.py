@@ -252,6 +252,11 @@ class Denoiser(nn.Module):
         return self.net(torch.cat([x_t, cond, temb], dim=-1))
 
 
+def condition_encoder(cfg: ModelConfig) -> ConvEncoder:
+    """The sampler's condition encoder (dark face -> condition), newly initialised."""
+    return ConvEncoder(cfg.in_chans, cfg.cond_widths, cfg.cond_dim, cfg.equalize)
+
+
 class LLDif(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -266,8 +271,7 @@ class LLDif(nn.Module):
         self.label_embed = nn.Parameter(torch.randn(n_cls, cfg.clip_dim) * 0.02)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.pnet = PNet(cfg.clip_dim, cfg.epd_dim)
-        self.cond_encoder = ConvEncoder(cfg.in_chans, cfg.cond_channels or cfg.encoder_channels, cfg.cond_dim,
-                                        cfg.equalize)
+        self.cond_encoder = condition_encoder(cfg)
         self.denoiser = Denoiser(cfg.epd_dim, cfg.cond_dim, cfg.denoiser_hidden)
         gen = torch.Generator().manual_seed(cfg.noise_seed)
         # The fixed start noise of the sampler: stored with the weights, so every backend agrees.
