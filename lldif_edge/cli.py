@@ -72,7 +72,9 @@ def train(
                                                         "architecture too); the prior and adapters start fresh"),
     resume_moments: str = typer.Option("bf16", help="Optimiser moments in the resume file: bf16 (half the size) "
                                                     "| fp32 (a resumed run repeats the uninterrupted one exactly)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Data order, augmentation and (without --init-seed) the fresh weights"),
+    init_seed: int | None = typer.Option(None, help="Seed of the fresh weights only: runs that share it start "
+                                                    "alike, so their weights can be averaged"),
     val_seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="torch CPU threads"),
     bf16: bool | None = typer.Option(None, help="bf16 autocast on CPU (default: only with native bf16)"),
@@ -87,7 +89,7 @@ def train(
         data=str(data), out=str(out), val=str(val) if val else None, preset=preset, stage=stage, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, darken_p=darken_p, darken_warmup=darken_warmup,
         prior=not no_prior, equalize=equalize, label_dropout=label_dropout, epd_from=epd_from, kl_weight=kl_weight,
-        dm_fraction=dm_fraction, seed=seed, val_seed=val_seed, bf16=bf16, resume=resume,
+        dm_fraction=dm_fraction, seed=seed, init_seed=init_seed, val_seed=val_seed, bf16=bf16, resume=resume,
         init=str(init) if init else None, image_branch=str(image_branch) if image_branch else None,
         resume_moments=resume_moments,
     )
@@ -269,6 +271,8 @@ def distill(
     threads: int | None = typer.Option(None, help="torch CPU threads (the timings use them too)"),
     cond_channels: str | None = typer.Option(None, help="A new, narrower condition encoder for the student, "
                                              "its stage widths as in 8,16,32 (default: the teacher's encoder)"),
+    cond_convs: int | None = typer.Option(None, help="Convolutions per stage of the student's new condition "
+                                                     "encoder: 1 or 2 (default: the teacher's)"),
 ) -> None:
     """Distil the sampler to K steps: the student reproduces the teacher's S-step EPD and class scores."""
     check_output(out, "--out", make_parents=True)
@@ -283,7 +287,7 @@ def distill(
 
     m = run_distill(model, steps, teacher_steps, data, out, epochs, batch_size, lr, val_dir=val,
                     val_seed=val_seed, darken_p=darken_p, seed=seed, threads=threads,
-                    reporter=_RichReporter(), cond_channels=widths)
+                    reporter=_RichReporter(), cond_channels=widths, cond_convs=cond_convs)
     where = "low-light validation images" if m["check_set"] == "val" else "darkened training images"
     table = Table(title=f"{m['check_images']} {where}; best epoch {m['best_epoch']}; threads {m['threads']}")
     for col in ("sampler", "accuracy", "agreement", "EPD L1", "ms/face"):

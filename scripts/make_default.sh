@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# After scripts/train_default.sh: compare the runs, distil LLDif's sampler, ship the winner as the embedded default
-# (checkpoint + FP32 and INT8 packages, confidence calibrated) and measure everything the model card quotes.
+# After scripts/train_default.sh (seeds 0, 1 and 2 of steps 2 and 3): average each step's seeds into one model,
+# compare the models, distil LLDif's sampler, ship the winner as the embedded default (checkpoint + FP32 and INT8
+# packages, confidence calibrated) and measure everything the model card quotes.
 # Results (JSON, PNG, logs) go to build/default/; the shipped files to lldif_edge/weights/.
-#   SHIP=lldif (default) ships the distilled LLDif student; SHIP=ablation or SHIP=cnn ships that run instead.
+#   SHIP=lldif (default) ships the distilled LLDif student; SHIP=ablation (the averaged ablation) or SHIP=cnn
+#   ships that model instead.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 RUNS=${RUNS:-runs/v3}
 OUT=${OUT:-build/default}
 K=${K:-1}          # the sampler step count that ships
+# The runs whose weights are averaged (scripts/average_checkpoints.py): seeds of steps 2 and 3 that started alike
+LLDIF_RUNS=${LLDIF_RUNS:-"$RUNS/lldif ${RUNS}s1/lldif ${RUNS}s2/lldif"}
+ABLATION_RUNS=${ABLATION_RUNS:-"$RUNS/ablation ${RUNS}s1/ablation ${RUNS}s2/ablation"}
 COND=${COND:-8,16,32}  # the student's condition encoder widths (its own, trained in the distillation); "" keeps the teacher's
+COND_CONVS=${COND_CONVS:-1}  # and its convolutions per stage (1: the strided one only; "" keeps the teacher's)
 DISTILL_EPOCHS=${DISTILL_EPOCHS:-2}
 DISTILL=${DISTILL:-1}  # 0: ship the existing $RUNS/student_k$K (distilled already, its log in $OUT)
 SHIP=${SHIP:-lldif}
@@ -21,27 +27,42 @@ THREADS=${THREADS:-2}
 W=${W:-lldif_edge/weights}
 DOCS=${DOCS:-docs}
 mkdir -p "$OUT" "$W" "$DOCS"
-for run in cnn lldif ablation; do
-  [ -e "$RUNS/$run/best.safetensors" ] || { echo "make_default.sh: no $RUNS/$run/best.safetensors: run scripts/train_default.sh first" >&2; exit 1; }
+for run in $RUNS/cnn $LLDIF_RUNS $ABLATION_RUNS; do
+  [ -e "$run/best.safetensors" ] || { echo "make_default.sh: no $run/best.safetensors: run scripts/train_default.sh first" >&2; exit 1; }
 done
 
-# 1. sampler distillation: the S = 20 teacher's chain in K steps, with a narrower condition encoder of its own
-cond=()
-[ -z "$COND" ] || cond=(--cond-channels "$COND")
-[ "$DISTILL" = 0 ] || lldif-edge distill --model "$RUNS/lldif" --steps "$K" --data "$DATA/train" --val "$DATA/val" \
-  --epochs "$DISTILL_EPOCHS" "${cond[@]}" --threads "$THREADS" --out "$RUNS/student_k$K" > "$OUT/distill_k$K.log" 2>&1
+# 0. each step's seeds averaged into one model of the same size (a single run is used as it is)
+average() {  # average NAME RUNS...: $RUNS/NAME_avg.safetensors from the runs' best checkpoints
+  local name=$1
+  shift
+  if [ $# = 1 ]; then cp "$1/best.safetensors" "$RUNS/${name}_avg.safetensors"; cp "$1/best.json" "$RUNS/${name}_avg.json"; return; fi
+  python scripts/average_checkpoints.py "$@" --out "$RUNS/${name}_avg" --val "$DATA/val" --exclude "$DATA/train"
+}
+average lldif $LLDIF_RUNS
+average ablation $ABLATION_RUNS
 
-# 2. every model on the same faces: normal light and four darkening draws, paired bootstrap intervals
+# 1. sampler distillation: the S = 20 teacher's chain in K steps, with a smaller condition encoder of its own
+cond=()
+[ -z "$COND" ] || cond+=(--cond-channels "$COND")
+[ -z "$COND_CONVS" ] || cond+=(--cond-convs "$COND_CONVS")
+[ "$DISTILL" = 0 ] || lldif-edge distill --model "$RUNS/lldif_avg.safetensors" --steps "$K" --data "$DATA/train" \
+  --val "$DATA/val" --epochs "$DISTILL_EPOCHS" "${cond[@]}" --threads "$THREADS" --out "$RUNS/student_k$K" \
+  > "$OUT/distill_k$K.log" 2>&1
+
+# 2. every model on the same faces: normal light and four darkening draws, paired bootstrap intervals; the seed-0
+# runs beside the averages
 python scripts/compare_models.py --threads "$THREADS" --json "$OUT/compare.json" \
-  --model "lldif_k$K=$RUNS/student_k$K.safetensors" --model "lldif_teacher=$RUNS/lldif" \
-  --model "ablation=$RUNS/ablation" --model "cnn=$RUNS/cnn" | tee "$OUT/compare.md"
+  --model "lldif_k$K=$RUNS/student_k$K.safetensors" --model "lldif_teacher=$RUNS/lldif_avg.safetensors" \
+  --model "ablation=$RUNS/ablation_avg.safetensors" --model "cnn=$RUNS/cnn" \
+  --model "lldif_seed0=$RUNS/lldif" --model "ablation_seed0=$RUNS/ablation" | tee "$OUT/compare.md"
 
 # 3. the shipped checkpoint and packages: FP32, and INT8 with data-free calibration (what `export --int8` does by
 # default) with entropy activation ranges (INT8_CALIB; this model loses 1.2 points to FP32 with the default minmax,
 # 0.4-0.8 with entropy: MODEL_CARD.md); both with their confidence calibrated on the de-duplicated val faces
 # (darkened and normal light)
 src="$RUNS/student_k$K"
-[ "$SHIP" = lldif ] || src="$RUNS/$SHIP/best"
+[ "$SHIP" != ablation ] || src="$RUNS/ablation_avg"
+[ "$SHIP" != cnn ] || src="$RUNS/cnn/best"
 cp "$src.safetensors" "$W/default.safetensors"
 cp "$src.json" "$W/default.json"
 CONF=(--confidence-data "$DATA/val" --confidence-exclude "$DATA/train")

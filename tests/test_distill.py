@@ -150,6 +150,25 @@ def test_distill_narrower_condition_encoder(teacher):
     assert float((s_pred == t_pred).float().mean()) >= MIN_AGREEMENT
 
 
+def test_distill_condition_encoder_with_one_convolution_per_stage(teacher):
+    """--cond-convs 1: the student's new condition encoder has only the strided convolution of each stage;
+    it learns the teacher's EPD and its checkpoint loads as that smaller model."""
+    root, best = teacher
+    teacher_model, _ = load_checkpoint(best)
+    out = root / "student_one_conv"
+    metrics = distill(best, 1, None, root / "train", out, epochs=2, batch_size=16, lr=3e-3, val_dir=root / "val",
+                      threads=1, timing_faces=2, cond_convs=1)
+    student, meta = load_checkpoint(out)
+    convs = lambda m: sum(isinstance(x, torch.nn.Conv2d) for x in m.cond_encoder.modules())  # noqa: E731
+    stages = len(teacher_model.cfg.cond_widths)
+    assert (convs(teacher_model), convs(student)) == (2 * stages, stages)
+    assert student.cfg.cond_convs == 1 and meta["distillation"]["cond_convs"] == 1
+    assert student.cfg.cond_widths == teacher_model.cfg.cond_widths
+    assert metrics["epd_l1"] < metrics["undistilled_epd_l1"]
+    with pytest.raises(LldifError, match="--cond-convs"):
+        distill(best, 1, None, root / "train", root / "bad", epochs=1, batch_size=8, lr=1e-3, cond_convs=3)
+
+
 def test_distill_without_val_uses_training_images(teacher):
     root, best = teacher
     metrics = distill(best, 1, 4, root / "train", root / "noval", epochs=1, batch_size=64, lr=1e-3, threads=1,

@@ -67,3 +67,42 @@ def test_epd_probe_writes_every_variant_and_refuses_a_model_without_the_prior(tm
     run = subprocess.run([sys.executable, str(PROBE), "--model", str(ablation), "--data", str(root)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode != 0 and "no EPD to probe" in run.stderr
+
+
+AVERAGE = ROOT / "scripts" / "average_checkpoints.py"
+
+
+def run_average(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(AVERAGE), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_average_checkpoints_means_the_weights_of_runs_that_started_alike(tmp_path, faces_train, faces_val):
+    """Two runs from the same image branch and fresh-weight seed average tensor by tensor (BatchNorm statistics
+    too); the mean is scored on --val like a run's best checkpoint; runs that started apart are refused."""
+    cfg = preset_config("tiny")
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+        train_config = {"seed": seed, "init_seed": 0, "prior": True, "image_branch": "runs/cnn/best.safetensors"}
+        paths.append(save_checkpoint(model, tmp_path / f"run{seed}", {"train_config": train_config}))
+    from lldif_edge.lldif.checkpoint import load_checkpoint
+
+    a, b = (load_checkpoint(p)[0].state_dict() for p in paths)
+    run = run_average(*paths, "--out", tmp_path / "avg", "--val", faces_val, "--exclude", faces_train)
+    assert run.returncode == 0, run.stderr
+    avg, meta = load_checkpoint(tmp_path / "avg.safetensors")
+    for k, v in avg.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a[k] + b[k]) / 2)
+    assert [s["checkpoint"] for s in meta["averaged_from"]] == [str(p) for p in paths]
+    assert {"val_lowlight_acc", "val_normal_acc"} <= set(meta["metrics"])
+
+    other = save_checkpoint(build_model(cfg), tmp_path / "other", {"train_config": {"seed": 3, "prior": True}})
+    run = run_average(paths[0], other, "--out", tmp_path / "bad")
+    assert run.returncode == 2 and "did not start from the weights" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.safetensors").exists()
+    wider = build_model(preset_config("tiny", stem_channels=(8, 16, 32)))
+    wider_path = save_checkpoint(wider, tmp_path / "wider", {"train_config": {"seed": 0, "prior": True}})
+    run = run_average(paths[0], wider_path, "--out", tmp_path / "bad")
+    assert run.returncode == 2 and "another architecture" in run.stderr

@@ -425,6 +425,25 @@ def test_a_prior_run_from_a_cnn_image_branch_starts_as_that_cnn(faces_train, fac
     assert isinstance(result.exception, LldifError) and "does not fit" in str(result.exception)  # tiny's blocks
 
 
+def test_init_seed_gives_runs_of_other_seeds_the_same_fresh_weights(faces_train, tmp_path):
+    """--init-seed: the prior and adapters start from that seed's weights whatever --seed is, so two seeds' runs
+    start alike (scripts/average_checkpoints.py needs that); without it --seed sets them too."""
+    from lldif_edge.lldif.checkpoint import save_checkpoint
+    from lldif_edge.lldif.config import preset_config
+    from lldif_edge.lldif.model import build_model
+    from lldif_edge.lldif.train import start_from_image_branch
+
+    ckpt = save_checkpoint(build_model(preset_config("rescnn", prior=False, stem_channels=(8, 16),
+                                                     stem_blocks=(0, 1), embed_dim=16)), tmp_path / "cnn")
+
+    def start(**kw):
+        return start_from_image_branch(_config(faces_train, tmp_path / "x", image_branch=str(ckpt), **kw)).state_dict()
+
+    base, same, other = start(seed=0), start(seed=1, init_seed=0), start(seed=1)
+    assert all(torch.equal(base[k], same[k]) for k in base)
+    assert not all(torch.equal(base[k], other[k]) for k in base)
+
+
 @pytest.mark.parametrize("stop_after", [3, 4])  # between the stages; inside the joint phase
 def test_the_resume_file_alone_resumes_a_run_elsewhere(faces_train, faces_val, tmp_path, stop_after):
     """A run stopped on one machine goes on on another from its resume file alone (the one file a stopped run

@@ -38,6 +38,9 @@ class ModelConfig:
     # The condition encoder's stage widths; None: encoder_channels, as LA-CLIP's. It runs at inference, so
     # `lldif-edge distill --cond-channels` can make it smaller than the LA-CLIP encoder it was trained from.
     cond_channels: tuple[int, ...] | None = None
+    # Convolutions per stage of the condition encoder: 2 (a strided one and a plain one, as LA-CLIP's) or 1. On a
+    # CPU its time is mostly per-layer overhead, so layers, not widths, set it (`distill --cond-convs`).
+    cond_convs: int = 2
     cond_dim: int = 64
     denoiser_hidden: int = 128
     # Diffusion: linear beta schedule over T training steps; the reference sampler takes S DDIM steps.

@@ -6,9 +6,9 @@ EPD) and to give the same class distribution through the shared, frozen LLformer
 encoder and the denoiser learn: the LLformer must stay the one the teacher's EPD was made for, and K ends
 up in the exported graph, so the runtime never runs a sampler loop of unknown length.
 
-With cond_channels the student's condition encoder is a new, narrower one, trained from scratch against the
-teacher's EPD: it runs on every face, so its width is inference cost that the LA-CLIP encoder it was warm-started
-from does not need.
+With cond_channels (or cond_convs) the student's condition encoder is a new, smaller one, trained from scratch
+against the teacher's EPD: it runs on every face, so its size is inference cost that the LA-CLIP encoder it was
+warm-started from does not need.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def distill(
     kl_weight: float = 1.0,
     timing_faces: int = 50,
     cond_channels: tuple[int, ...] | None = None,
+    cond_convs: int | None = None,
 ) -> dict:
     """Distil the teacher's S-step sampler (None: the teacher's own sample_steps) into a K-step student.
 
@@ -120,18 +121,21 @@ def distill(
         raise LldifError("--epochs and --batch-size must be >= 1")
     if cond_channels is not None and (not cond_channels or min(cond_channels) < 1):
         raise LldifError(f"--cond-channels must be positive widths, one per stage (got {cond_channels})")
+    if cond_convs is not None and cond_convs not in (1, 2):
+        raise LldifError(f"--cond-convs must be 1 or 2 convolutions per stage, not {cond_convs}")
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return _distill(teacher, teacher_path, teacher_meta, steps_k, s, data_dir, out_ckpt, epochs, batch_size, lr,
-                        val_dir, val_seed, darken_p, seed, reporter, kl_weight, timing_faces, cond_channels)
+                        val_dir, val_seed, darken_p, seed, reporter, kl_weight, timing_faces, cond_channels,
+                        cond_convs)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epochs, batch_size, lr, val_dir, val_seed,
-             darken_p, seed, reporter, kl_weight, timing_faces, cond_channels) -> dict:
+             darken_p, seed, reporter, kl_weight, timing_faces, cond_channels, cond_convs) -> dict:
     cfg = teacher.cfg
     teacher.eval().requires_grad_(False)
     # Deep copy: the teacher's cfg keeps its own sample_steps; the student's records its K, which its checkpoint
@@ -141,9 +145,11 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
     student.cfg.sample_steps = k
     # A new condition encoder learns from scratch, so its BatchNorm learns its statistics (train mode);
     # the teacher's own encoder keeps the teacher's (see _trainable).
-    new_encoder = cond_channels is not None and tuple(cond_channels) != cfg.cond_widths
+    new_encoder = ((cond_channels is not None and tuple(cond_channels) != cfg.cond_widths)
+                   or (cond_convs is not None and cond_convs != cfg.cond_convs))
     if new_encoder:
-        student.cfg.cond_channels = tuple(cond_channels)
+        student.cfg.cond_channels = tuple(cond_channels or cfg.cond_widths)
+        student.cfg.cond_convs = cond_convs or cfg.cond_convs
         student.cond_encoder = condition_encoder(student.cfg)
     params = _trainable(student)
 
@@ -246,7 +252,9 @@ def _distill(teacher, teacher_path, teacher_meta, k, s, data_dir, out_ckpt, epoc
         "teacher": str(teacher_path),
         # How the teacher was trained, so a shipped student names its whole recipe, not only this last step.
         "teacher_command": teacher_meta.get("command"), "teacher_train_config": teacher_meta.get("train_config"),
+        "teacher_averaged_from": teacher_meta.get("averaged_from"),  # a teacher made by scripts/average_checkpoints.py
         "steps_k": k, "teacher_steps_s": s, "epochs": epochs, "cond_channels": student.cfg.cond_channels,
+        "cond_convs": student.cfg.cond_convs,
         "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "darken_p": darken_p, "seed": seed,
         "data": str(data_dir), "val": str(val_dir) if val_dir else None, "val_seed": val_seed,
         "val_duplicates_dropped": dups, "command": list(sys.argv), "metrics": metrics, "history": history,

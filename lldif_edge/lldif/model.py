@@ -85,11 +85,12 @@ class ResBlock(nn.Module):
 class ConvEncoder(nn.Module):
     """Small strided CNN -> global pool -> vector. The LA-CLIP image encoder and the condition encoder."""
 
-    def __init__(self, in_chans: int, channels: tuple[int, ...], out_dim: int, equalize: bool = False):
+    def __init__(self, in_chans: int, channels: tuple[int, ...], out_dim: int, equalize: bool = False,
+                 convs_per_stage: int = 2):
         super().__init__()
         layers, cin = image_input(equalize), in_chans
         for ch in channels:
-            layers += [conv_bn_act(cin, ch, stride=2), conv_bn_act(ch, ch)]
+            layers += [conv_bn_act(cin, ch, stride=2)] + [conv_bn_act(ch, ch) for _ in range(convs_per_stage - 1)]
             cin = ch
         self.features = nn.Sequential(*layers)
         self.proj = nn.Linear(cin, out_dim)
@@ -254,7 +255,7 @@ class Denoiser(nn.Module):
 
 def condition_encoder(cfg: ModelConfig) -> ConvEncoder:
     """The sampler's condition encoder (dark face -> condition), newly initialised."""
-    return ConvEncoder(cfg.in_chans, cfg.cond_widths, cfg.cond_dim, cfg.equalize)
+    return ConvEncoder(cfg.in_chans, cfg.cond_widths, cfg.cond_dim, cfg.equalize, cfg.cond_convs)
 
 
 class LLDif(nn.Module):

@@ -78,6 +78,10 @@ class TrainConfig:
     prior: bool = True
     equalize: bool = False
     seed: int = 0
+    # The seed of the fresh weights (the prior and adapters of an --image-branch run, a whole new model); None:
+    # `seed`. Runs that share it and differ in `seed` (data order, augmentation) start from the same point, so
+    # their weights can be averaged (scripts/average_checkpoints.py).
+    init_seed: int | None = None
     val_seed: int = 0
     bf16: bool | None = None  # None: only where the CPU has native bf16 (AVX-512 BF16 or AMX)
     resume: bool = False
@@ -249,7 +253,7 @@ def start_from_image_branch(tc: TrainConfig) -> LLDif:
     checkpoint's. Everything else (LA-CLIP, PNET, sampler, the zero-initialised adapters) starts fresh."""
     source, _ = load_checkpoint(tc.image_branch)
     cfg = dataclasses.replace(source.cfg, prior=tc.prior)
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed if tc.init_seed is None else tc.init_seed)
     model = build_model(cfg)
     missing, unexpected = model.llformer.load_state_dict(source.llformer.state_dict(), strict=False)
     fresh = [k for k in missing if not k.startswith("adapters.")]
@@ -319,7 +323,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None, threads: int | None
         cfg = model.cfg
     else:
         cfg = preset_config(tc.preset, prior=tc.prior, equalize=tc.equalize)
-        torch.manual_seed(tc.seed)
+        torch.manual_seed(tc.seed if tc.init_seed is None else tc.init_seed)
         model = build_model(cfg)
     if cfg.prior and cfg.depth == 0 and not cfg.stage_adapters:
         raise LldifError(f"preset '{tc.preset}' has no transformer blocks or adapters for the EPD to condition: "
