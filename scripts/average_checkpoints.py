@@ -40,24 +40,25 @@ def start_of(meta: dict, path: Path) -> tuple:
 
 
 def average(paths: list[Path]) -> tuple[torch.nn.Module, list[dict]]:
-    models, sources = [], []
+    """The mean of the checkpoints' weights, and what each checkpoint was (for the output's JSON)."""
+    models, sources, first = [], [], None
     for path in paths:
         path = resolve_checkpoint(path)
         model, meta = load_checkpoint(path)
+        identity = (model.cfg.to_dict(), start_of(meta, path))
+        if first is None:
+            first = (path, *identity)
+        elif identity[0] != first[1]:
+            raise LldifError(f"{path}: another architecture than {first[0]}")
+        elif identity[1] != first[2]:
+            raise LldifError(f"{path} did not start from the weights {first[0]} started from ({identity[1]} against "
+                             f"{first[2]}: image branch, seed of the fresh weights): their mean is not a model")
         models.append(model)
-        sources.append({"checkpoint": str(path), "command": meta.get("command"), "config": model.cfg.to_dict(),
-                        "train_config": meta.get("train_config"), "start": start_of(meta, path)})
-    first = sources[0]
-    for src in sources[1:]:
-        if src["config"] != first["config"]:
-            raise LldifError(f"{src['checkpoint']}: another architecture than {first['checkpoint']}")
-        if src["start"] != first["start"]:
-            raise LldifError(f"{src['checkpoint']} did not start from the weights {first['checkpoint']} started "
-                             f"from ({src['start']} against {first['start']}: image branch, seed of the fresh "
-                             "weights): their mean is not a model")
-    state = models[0].state_dict()
-    mean = {k: (sum(m.state_dict()[k].double() for m in models) / len(models)).to(v.dtype)
-            if v.is_floating_point() else v for k, v in state.items()}
+        sources.append({"checkpoint": str(path), "command": meta.get("command"),
+                        "train_config": meta.get("train_config")})
+    states = [m.state_dict() for m in models]
+    mean = {k: (sum(st[k].double() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
     models[0].load_state_dict(mean)
     return models[0], sources
 
@@ -73,9 +74,6 @@ def main() -> int:
         if len(args.checkpoints) < 2:
             raise LldifError("average_checkpoints.py needs at least two checkpoints")
         model, sources = average(args.checkpoints)
-        for src in sources:
-            src.pop("config")
-            src.pop("start")
         meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "averaged_from": sources,
                 "parameters_inference": inference_parameters(model), "macs_per_face": count_macs(model)}
         out = save_checkpoint(model, args.out, meta)

@@ -93,6 +93,10 @@ class TrainConfig:
     # repeat the uninterrupted one exactly.
     resume_moments: str = "bf16"
 
+    @property
+    def fresh_weights_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
+
     def check(self) -> None:
         """A bad setting is an error naming its `lldif-edge train` option, before anything is written."""
         if self.stage not in ("1", "2", "all"):
@@ -253,7 +257,7 @@ def start_from_image_branch(tc: TrainConfig) -> LLDif:
     checkpoint's. Everything else (LA-CLIP, PNET, sampler, the zero-initialised adapters) starts fresh."""
     source, _ = load_checkpoint(tc.image_branch)
     cfg = dataclasses.replace(source.cfg, prior=tc.prior)
-    torch.manual_seed(tc.seed if tc.init_seed is None else tc.init_seed)
+    torch.manual_seed(tc.fresh_weights_seed)
     model = build_model(cfg)
     missing, unexpected = model.llformer.load_state_dict(source.llformer.state_dict(), strict=False)
     fresh = [k for k in missing if not k.startswith("adapters.")]
@@ -323,7 +327,7 @@ def train(tc: TrainConfig, reporter: Reporter | None = None, threads: int | None
         cfg = model.cfg
     else:
         cfg = preset_config(tc.preset, prior=tc.prior, equalize=tc.equalize)
-        torch.manual_seed(tc.seed if tc.init_seed is None else tc.init_seed)
+        torch.manual_seed(tc.fresh_weights_seed)
         model = build_model(cfg)
     if cfg.prior and cfg.depth == 0 and not cfg.stage_adapters:
         raise LldifError(f"preset '{tc.preset}' has no transformer blocks or adapters for the EPD to condition: "
